@@ -1,0 +1,1 @@
+"""emodist: emotion labels for large video collections with VLMs, on Ray."""

@@ -1,0 +1,103 @@
+"""The `emodist` command line."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Label the emotion in video collections with VLMs, on Ray.",
+)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the clips and manifest.csv.")],
+    clips: Annotated[int, typer.Option(help="Number of clips.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same clips.")] = 0,
+    labels: Annotated[str, typer.Option(help="Label set: dfew, ferv39k or mafw.")] = "dfew",
+    size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 224,
+) -> None:
+    """Write synthetic face clips (H.264, 25 fps) with brief expression events, and a manifest."""
+    from emodist.labels import resolve_label_set
+    from emodist.synth import synthesize
+
+    try:
+        manifest = synthesize(out_dir, clips, seed=seed, labels=resolve_label_set(labels), size=size)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {clips} clips and {manifest}")
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Option("--input", "-i", help="Folder, glob, or manifest (csv/parquet/jsonl with a 'uri' column).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output folder: predictions/, failures/, summary.json.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set decode.width=336.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Label every clip of INPUT; one prediction row per clip, one failure row per clip that failed."""
+    from emodist.config import ConfigError, load_config
+    from emodist.sources import SourceError
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+    from emodist.pipeline import run as run_pipeline
+
+    try:
+        summary = run_pipeline(cfg, input, output, progress=not quiet)
+    except SourceError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
+        f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
+        + (f" (see {output}/failures/)" if summary.failed else "")
+    )
+    if summary.labeled:
+        _print_table(Path(output) if "://" not in output else None)
+
+
+def _print_table(out: Path | None, limit: int = 12) -> None:
+    if out is None:
+        return
+    import pyarrow.dataset as pads
+    from rich.console import Console
+    from rich.table import Table
+
+    t = pads.dataset(out / "predictions", format="parquet").to_table(
+        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"]
+    ).slice(0, limit).to_pylist()
+    table = Table("clip", "truth", "label", "top probabilities", "first description")
+    for r in t:
+        top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
+        table.add_row(r["clip_id"], r["ref_label"] or "-", r["label"],
+                      ", ".join(f"{n} {p:.2f}" for p, n in top), (r["descriptions"] or [""])[0][:60])
+    Console().print(table)
+
+
+@app.command("tiny-model")
+def tiny_model(out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")]) -> None:
+    """Build the tiny random VLM (offline, for tests and the demo) into a folder."""
+    from emodist.models.tiny import build_tiny_vlm
+
+    typer.echo(f"wrote {build_tiny_vlm(out_dir)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Typed configuration: a YAML file plus `--set key=value` overrides, validated up front.
+
+Every field is documented; units are in the names. `load_config` raises ConfigError
+with one line that names the bad key and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emodist.labels import resolve_label_set
+
+Mode = Literal["msce", "sparse", "dense", "text"]
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message is one line and says what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PlanConfig(_Strict):
+    """Which frames to decode, by time. MSCE's defaults follow the paper."""
+
+    keyframe_interval_s: float = Field(1.0, gt=0, description="Seconds between keyframes (msce, text).")
+    inbetween_per_gap: int = Field(4, ge=0, le=32, description="In-between frames per gap between two keyframes.")
+    inbetween_step_s: float = Field(0.25, gt=0, description="Seconds between in-between frames; frames sit at t+step, t+2*step, ... up to the next keyframe.")
+    sparse_fps: float = Field(1.0, gt=0, description="Keyframes per second in sparse mode.")
+    dense_max_frames: int = Field(32, ge=1, description="Frame budget of dense mode: every frame, evenly thinned to this many.")
+    max_keyframes: int = Field(16, ge=1, description="Cap on keyframes per clip; longer clips get a wider keyframe interval (the prompt stays bounded).")
+
+    @model_validator(mode="after")
+    def _gap_fits(self) -> PlanConfig:
+        if self.inbetween_per_gap * self.inbetween_step_s > self.keyframe_interval_s + 1e-9:
+            raise ValueError(
+                f"inbetween_per_gap * inbetween_step_s = {self.inbetween_per_gap * self.inbetween_step_s:g} s "
+                f"exceeds keyframe_interval_s = {self.keyframe_interval_s:g} s; lower one of them"
+            )
+        return self
+
+
+class StageResources(_Strict):
+    """How Ray runs one stage: a fixed-size actor pool (more reliable than autoscaling)."""
+
+    actors: int = Field(1, ge=1, description="Actors in the stage's pool.")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs per actor (fractions let small machines run every stage at once).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (fractions share a GPU).")
+    batch_size: int = Field(4, ge=1, description="Clips per batch handed to an actor.")
+
+
+class DecodeConfig(StageResources):
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per decode actor (decode is CPU-bound).")
+    width: int = Field(224, ge=16, le=4096, description="Frame width after resizing at decode time (what the model wants).")
+    height: int = Field(224, ge=16, le=4096, description="Frame height after resizing at decode time.")
+    fit: Literal["pad", "crop", "stretch"] = Field("pad", description="How to fit the aspect ratio: letterbox, center-crop or stretch.")
+    threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 lets FFmpeg choose.")
+
+
+class ModelConfig(StageResources):
+    backend: Literal["transformers", "vllm", "specialist", "none"] = Field("transformers", description="Which implementation runs the model.")
+    model: str = Field("builtin:tiny-vlm", description="A model id, a local folder, or 'builtin:tiny-vlm' (random weights, offline; for tests and the demo).")
+    device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
+    max_new_tokens: int = Field(24, ge=1, le=512, description="Upper bound on generated tokens (descriptions are one line).")
+    prompt: str | None = Field(None, description="Override of the prompt template (see emodist/models/prompts.py for fields).")
+
+
+class DescriberConfig(ModelConfig):
+    """MSCE stage 1: one description of the motion per gap."""
+
+
+class LabelerConfig(ModelConfig):
+    """MSCE stage 2: a distribution over the label set per clip."""
+
+    permutations: int = Field(1, ge=1, le=24, description="Label-order permutations averaged at inference (1 = the configured order only).")
+    debias: Literal["none", "contextual", "logit_adjust"] = Field("none", description="Per-row debiasing stored next to the raw distribution.")
+    prior: list[float] | None = Field(None, description="Class prior for logit_adjust, in label order (else uniform).")
+    tau: float = Field(1.0, ge=0, description="Strength of logit adjustment.")
+
+
+class RunConfig(_Strict):
+    ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
+    part_rows: int = Field(256, ge=1, description="Rows per committed Parquet part (smaller = less lost on a crash).")
+    seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
+
+
+class Config(_Strict):
+    mode: Mode = Field("msce", description="sparse: keyframes only; msce: keyframes + motion descriptions (the paper); dense: every frame up to a budget; text: descriptions only.")
+    labels: str | list[str] = Field("dfew", description="'dfew', 'ferv39k', 'mafw' or a list of labels.")
+    plan: PlanConfig = PlanConfig()
+    decode: DecodeConfig = DecodeConfig()
+    describer: DescriberConfig = DescriberConfig()
+    labeler: LabelerConfig = LabelerConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, v: str | list[str]) -> str | list[str]:
+        resolve_label_set(v)
+        return v
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return resolve_label_set(self.labels)
+
+    @property
+    def uses_descriptions(self) -> bool:
+        return self.mode in ("msce", "text") and self.describer.backend != "none"
+
+    def digest(self) -> str:
+        """Hash of what decides the labels (not resources or addresses)."""
+        d = self.model_dump(mode="json")
+        for section in ("decode", "describer", "labeler"):
+            for k in StageResources.model_fields:
+                d[section].pop(k, None)
+        d.pop("run")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _allowed_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    return [prefix + k for k in model.model_fields]
+
+
+def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
+    """Unknown keys are the commonest mistake: name the key and list the allowed ones."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if key not in model.model_fields:
+            where = f" under '{prefix.rstrip('.')}'" if prefix else ""
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'; allowed{where}: {', '.join(model.model_fields)}"
+            )
+        sub = model.model_fields[key].annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, sub, f"{prefix}{key}.")
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """'labeler.batch_size=8' -> data['labeler']['batch_size'] = 8 (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. decode.width=336")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: '{p}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config is a mapping of keys, got {type(data).__name__}")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    _check_keys(data, Config)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        raise ConfigError(f"config key '{key}': {err['msg']}{got}") from None

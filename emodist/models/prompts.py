@@ -1,0 +1,76 @@
+"""Versioned prompt templates. A prompt is a list of chat content parts, with images
+passed separately in the order of their {"type": "image"} parts, so every backend
+(transformers, vLLM) renders the same prompt through the model's own chat template.
+
+Override with `describer.prompt` (fields: {n_frames}, {start_s}, {end_s}) and
+`labeler.prompt` (fields: {options}, the lettered option lines). Changing a template
+changes the config hash; bump PROMPT_VERSION when the defaults change.
+"""
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+from emodist.config import Mode
+
+PROMPT_VERSION = "v1"
+LETTERS = string.ascii_uppercase
+
+DESCRIBE_TEMPLATE = (
+    "These {n_frames} frames show one face from {start_s:.2f} s to {end_s:.2f} s. "
+    "In one short sentence, describe how the face moves (brows, eyes, mouth)."
+)
+QUESTION_TEMPLATE = (
+    "Which emotion does the person show?\n{options}\nAnswer with the letter of one option."
+)
+INTRO = {
+    "msce": "Keyframes of a video of a face, in time order, with a description of the "
+    "facial motion between each pair of keyframes.",
+    "sparse": "Frames of a video of a face, in time order.",
+    "dense": "Frames of a video of a face, in time order.",
+    "text": "Descriptions of the facial motion in a video of a face, in time order.",
+}
+
+Part = dict[str, str]
+
+
+def text(s: str) -> Part:
+    return {"type": "text", "text": s}
+
+
+IMAGE: Part = {"type": "image"}
+
+
+def describe_prompt(n_frames: int, start_s: float, end_s: float, template: str | None = None) -> list[Part]:
+    body = (template or DESCRIBE_TEMPLATE).format(n_frames=n_frames, start_s=start_s, end_s=end_s)
+    return [IMAGE] * n_frames + [text(body)]
+
+
+def options_block(options: Sequence[str]) -> str:
+    if len(options) > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} options can be lettered, got {len(options)}")
+    return "\n".join(f"{LETTERS[i]}. {name}" for i, name in enumerate(options))
+
+
+def label_prompt(
+    mode: Mode,
+    keyframe_ts_s: Sequence[float],
+    descriptions: Sequence[str],
+    gap_spans_s: Sequence[tuple[float, float]],
+    options: Sequence[str],
+    template: str | None = None,
+) -> list[Part]:
+    """Keyframes interleaved with the descriptions of the gaps between them (msce),
+    keyframes only (sparse, dense) or descriptions only (text), then the question."""
+    parts: list[Part] = [text(INTRO[mode])]
+    show_images = mode != "text"
+    show_text = mode in ("msce", "text")
+    for k, t in enumerate(keyframe_ts_s):
+        if show_images:
+            parts += [text(f"\nFrame at {t:.2f} s:"), IMAGE]
+        if show_text and k < len(descriptions):
+            start, end = gap_spans_s[k]
+            parts.append(text(f"\nFrom {start:.2f} s to {end:.2f} s: {descriptions[k] or '(no description)'}"))
+    question = (template or QUESTION_TEMPLATE).format(options=options_block(options))
+    parts.append(text("\n" + question))
+    return parts

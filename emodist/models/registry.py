@@ -1,0 +1,42 @@
+"""Build the describer and labeler a config asks for (the only place that knows the
+backends; stages just call the protocols)."""
+from __future__ import annotations
+
+from emodist.config import Config
+from emodist.models.base import Describer, Labeler
+
+
+def build_describer(cfg: Config) -> Describer | None:
+    d = cfg.describer
+    if not cfg.uses_descriptions:
+        return None
+    if d.backend == "transformers":
+        from emodist.models.hf import HFDescriber
+
+        return HFDescriber(d)
+    if d.backend == "specialist":
+        from emodist.models.specialist import TrajectoryDescriber
+
+        return TrajectoryDescriber()
+    if d.backend == "vllm":
+        from emodist.models.vllm_backend import VLLMDescriber
+
+        return VLLMDescriber(d)
+    raise ValueError(f"describer.backend={d.backend!r} is not supported")
+
+
+def build_labeler(cfg: Config) -> Labeler:
+    lab = cfg.labeler
+    if lab.backend == "transformers":
+        from emodist.models.hf import HFLabeler
+
+        return HFLabeler(lab, cfg.mode, cfg.label_names, cfg.run.seed)
+    if lab.backend == "specialist":
+        from emodist.models.specialist import AggregateLabeler
+
+        return AggregateLabeler()
+    if lab.backend == "vllm":
+        from emodist.models.vllm_backend import VLLMLabeler
+
+        return VLLMLabeler(lab, cfg.mode, cfg.label_names, cfg.run.seed)
+    raise ValueError(f"labeler.backend={lab.backend!r} cannot label; use transformers, vllm or specialist")
