@@ -48,9 +48,11 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     if cfg.run.ray_address:
-        ray.init(address=cfg.run.ray_address)
+        ray.init(address=cfg.run.ray_address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False)
+        ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    # Our own progress bar replaces Ray Data's per-operator bars.
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def _stage(ds, stage_cls, res: StageResources, **kwargs):

@@ -32,6 +32,9 @@ class HFVLM:
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto"):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per actor per load is noise in a batch job
 
         self.model_id = model
         path = resolve_model(model)

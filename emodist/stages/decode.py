@@ -80,10 +80,10 @@ def _frames_at(container, stream, targets: np.ndarray) -> Iterator[tuple[int, ob
     if prev is None:
         raise ClipError("no frame could be decoded; the file is damaged")
     end = (prev.time or 0.0) + (prev.duration or 0) * float(prev.time_base or 0) + 0.1
-    if targets[ti] > end:
+    if targets[-1] > end:
         raise ClipError(
-            f"truncated: frames stop at {prev.time:.2f} s but the stream declares "
-            f"{targets[-1]:.2f} s or more; re-download or re-encode the clip"
+            f"truncated: frames stop at {prev.time:.2f} s but the plan needs a frame at "
+            f"{targets[-1]:.2f} s of the declared duration; re-download or re-encode the clip"
         )
     for j in range(ti, len(targets)):
         yield j, prev
@@ -96,7 +96,10 @@ def decode_clip(uri: str, cfg: Config) -> dict:
     try:
         container, handle = _open(uri)
     except av.error.FFmpegError as exc:
-        raise ClipError(f"not a readable video ({exc.strerror or exc}); check the file") from None
+        raise ClipError(
+            f"not a readable video (FFmpeg: {exc.strerror or exc}): truncated, damaged, or not a "
+            "video at all; re-download or re-encode it"
+        ) from None
     try:
         if not container.streams.video:
             raise ClipError("no video stream; expected a video file")

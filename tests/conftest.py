@@ -1,0 +1,104 @@
+"""Shared fixtures: a private cache (the tiny VLM is built once per session), synthetic
+clips with bad files beside them, and one local Ray for the session.
+
+Ray on 2 CPUs: stage actors get fractional CPUs so decode, describe and label fit at
+once (see DESIGN.md's 2-CPU pitfall).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emodist.config import load_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emodist_cache(tmp_path_factory) -> Path:
+    # Set before Ray starts so that its workers inherit it.
+    cache = Path(os.environ.get("EMODIST_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["EMODIST_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(emodist_cache) -> Path:
+    from emodist.models.tiny import ensure_tiny_vlm
+
+    return ensure_tiny_vlm()
+
+
+@pytest.fixture(scope="session")
+def clips_dir(tmp_path_factory) -> Path:
+    """10 synthetic clips (2-6 s) and their manifest."""
+    from emodist.synth import synthesize
+
+    out = tmp_path_factory.mktemp("clips")
+    synthesize(out, 10, seed=7, min_s=2.0, max_s=4.0)
+    return out
+
+
+def write_faststart_mp4(path: Path, seconds: float = 4.0, fps: int = 25, size: int = 64) -> Path:
+    """An H.264 mp4 with its index up front, so cutting it leaves a readable prefix."""
+    import av
+
+    rng = np.random.default_rng(0)
+    out = av.open(str(path), "w", options={"movflags": "faststart"})
+    stream = out.add_stream("libx264", rate=fps)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    for _ in range(int(seconds * fps)):
+        img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory, clips_dir) -> dict[str, Path]:
+    """The bad inputs users actually have: empty, not a video, truncated two ways."""
+    d = tmp_path_factory.mktemp("bad")
+    zero = d / "zero.mp4"
+    zero.write_bytes(b"")
+    text = d / "notes.mp4"
+    text.write_text("this is a text file, not a video\n")
+    cut_tail = d / "cut_index.mp4"  # index at the end: cut off, nothing is readable
+    data = (clips_dir / "clip_00000.mp4").read_bytes()
+    cut_tail.write_bytes(data[: len(data) // 2])
+    full = write_faststart_mp4(d / "full.mp4")
+    cut_frames = d / "cut_frames.mp4"  # index up front: frames stop early
+    data = full.read_bytes()
+    cut_frames.write_bytes(data[: len(data) // 3])
+    full.unlink()
+    return {"zero": zero, "text": text, "cut_index": cut_tail, "cut_frames": cut_frames}
+
+
+@pytest.fixture(scope="session")
+def mixed_dir(tmp_path_factory, clips_dir, bad_files) -> Path:
+    """The 10 good clips plus the bad files, in one folder."""
+    d = tmp_path_factory.mktemp("mixed")
+    for p in sorted(clips_dir.glob("*.mp4")) + list(bad_files.values()):
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture(scope="session")
+def ray_local(emodist_cache):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def small_config(*overrides: str):
+    """The default config with resources that fit 2 CPUs."""
+    base = ["decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"]
+    return load_config(None, base + list(overrides))

@@ -1,0 +1,76 @@
+"""End to end: the real Ray pipeline on synthetic clips and bad files, through the CLI."""
+import json
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from typer.testing import CliRunner
+
+from emodist import schema as col
+from emodist.cli import app
+from emodist.sources import list_clips
+
+SMALL = ["--set", "decode.num_cpus=0.5", "--set", "describer.num_cpus=0.5", "--set", "labeler.num_cpus=0.5"]
+
+
+@pytest.fixture(scope="module")
+def result(ray_local, tiny_vlm, mixed_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = CliRunner().invoke(app, ["run", "-i", str(mixed_dir), "-o", str(out), "--quiet", *SMALL])
+    return res, out
+
+
+def test_run_exits_0_and_says_how_many_failed(result):
+    res, _ = result
+    assert res.exit_code == 0, res.output
+    assert "labeled 10 of 14 clips" in res.output and "4 failed" in res.output
+
+
+def test_one_prediction_row_per_good_clip_with_ids_and_uris(result, mixed_dir):
+    _, out = result
+    preds = pads.dataset(out / "predictions").to_table().to_pylist()
+    listed = {r["clip_id"]: r["uri"] for r in list_clips(str(mixed_dir)).to_pylist()}
+    good = {k: v for k, v in listed.items() if k.startswith("clip_")}
+    assert sorted(r[col.CLIP_ID] for r in preds) == sorted(good)  # exactly once each
+    for r in preds:
+        assert r[col.URI] == good[r[col.CLIP_ID]]
+        assert r[col.LABEL_NAMES] == ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
+        assert sum(r[col.PROBS]) == pytest.approx(1, abs=1e-5)
+        assert r[col.LABEL] == r[col.LABEL_NAMES][int(np.argmax(r[col.PROBS]))]
+        # keyframes every 1 s from 0, over the clip; one description per gap
+        n = int(np.floor(r[col.DURATION_S] - 1e-6)) + 1
+        np.testing.assert_allclose(r[col.KEYFRAME_TS], np.arange(n, dtype=float))
+        assert len(r[col.DESCRIPTIONS]) == n - 1 == len(r[col.GAP_SPANS])
+        assert r[col.MODE] == "msce" and r[col.LABELER_MODEL] == "builtin:tiny-vlm"
+        assert set(r[col.TIMINGS]) == {"decode", "describe", "label"}
+        assert len(r[col.CONFIG_HASH]) == 16
+
+
+def test_each_bad_file_is_one_failure_row_naming_it(result, bad_files):
+    _, out = result
+    fails = {r[col.CLIP_ID]: r for r in pads.dataset(out / "failures").to_table().to_pylist()}
+    assert sorted(fails) == sorted(p.stem for p in bad_files.values())
+    for r in fails.values():
+        assert r[col.ERROR_STAGE] == "decode" and r[col.ERROR_TYPE] == "ClipError"
+        assert r[col.URI] in r[col.ERROR_MESSAGE]
+    assert "0 bytes" in fails["zero"][col.ERROR_MESSAGE]
+    assert "truncated" in fails["cut_frames"][col.ERROR_MESSAGE]
+
+
+def test_summary_json(result):
+    _, out = result
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["clips"], s["labeled"], s["failed"]) == (14, 10, 4)
+    assert s["failures_by_stage"] == {"decode": 4}
+
+
+def test_bad_config_key_exits_nonzero_with_one_line(tmp_path):
+    res = CliRunner().invoke(app, ["run", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--set", "decode.fsp=3"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown config key 'decode.fsp'" in lines[0]
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(app, ["run", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "no such folder, glob or manifest" in res.output

@@ -1,0 +1,65 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from emodist.sources import SourceError, clip_id_for, list_clips, read_manifest
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_folder_listing_keeps_relative_ids_and_skips_non_videos(tmp_path):
+    touch(tmp_path / "happy" / "001.mp4")
+    touch(tmp_path / "sad" / "001.mp4")
+    touch(tmp_path / "notes.txt")
+    t = list_clips(str(tmp_path)).to_pylist()
+    assert [r["clip_id"] for r in t] == ["happy/001", "sad/001"]
+    assert t[0]["uri"] == str(tmp_path / "happy" / "001.mp4")
+
+
+def test_glob(tmp_path):
+    for n in ("a.mp4", "b.mkv", "c.mp4"):
+        touch(tmp_path / n)
+    assert [r["clip_id"] for r in list_clips(str(tmp_path / "*.mp4")).to_pylist()] == ["a", "c"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_manifests_resolve_relative_uris_and_keep_labels(tmp_path, fmt):
+    rows = [{"uri": "v/x.mp4", "label": "happy"}, {"uri": "/abs/y.mp4", "label": "sad"}]
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "csv":
+        path.write_text("uri,label\n" + "".join(f"{r['uri']},{r['label']}\n" for r in rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    t = list_clips(str(path)).to_pylist()
+    assert [(r["clip_id"], r["uri"], r["ref_label"]) for r in t] == [
+        ("x", str(tmp_path / "v" / "x.mp4"), "happy"), ("y", "/abs/y.mp4", "sad")]
+
+
+def test_manifest_clip_id_column_wins(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("clip_id,uri\nid-1,a.mp4\n")
+    assert read_manifest(str(path)).to_pylist()[0]["clip_id"] == "id-1"
+
+
+def test_clear_errors(tmp_path):
+    (tmp_path / "m.csv").write_text("path,label\na.mp4,happy\n")
+    with pytest.raises(SourceError, match="no 'uri' column"):
+        list_clips(str(tmp_path / "m.csv"))
+    with pytest.raises(SourceError, match="no such folder"):
+        list_clips(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no videos found"):
+        list_clips(str(tmp_path / "empty"))
+
+
+def test_clip_id_for():
+    assert clip_id_for("s3://b/data/happy/01.mp4", "s3://b/data") == "happy/01"
+    assert clip_id_for("/x/y/01.mp4") == "01"
