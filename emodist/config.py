@@ -70,6 +70,12 @@ class ModelConfig(StageResources):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
     max_new_tokens: int = Field(24, ge=1, le=512, description="Upper bound on generated tokens (descriptions are one line).")
     prompt: str | None = Field(None, description="Override of the prompt template (see emodist/models/prompts.py for fields).")
+    # vLLM engine options (ignored by the other backends)
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs per engine; the stage asks Ray for this many GPUs per actor.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory for weights and KV cache.")
+    enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the instructions, the option list).")
+    max_model_len: int | None = Field(None, ge=256, description="vLLM: context length; None = the model's own.")
+    max_images_per_prompt: int = Field(24, ge=1, description="vLLM: images one prompt may carry (limit_mm_per_prompt).")
 
 
 class DescriberConfig(ModelConfig):
@@ -83,6 +89,28 @@ class LabelerConfig(ModelConfig):
     debias: Literal["none", "contextual", "logit_adjust"] = Field("none", description="Per-row debiasing stored next to the raw distribution.")
     prior: list[float] | None = Field(None, description="Class prior for logit_adjust, in label order (else uniform).")
     tau: float = Field(1.0, ge=0, description="Strength of logit adjustment.")
+
+
+class StorageConfig(_Strict):
+    """Object-store access (s3://, gs://). Credentials come from the standard variables
+    (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and are never stored in the config."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 (MinIO, SeaweedFS).")
+    region: str | None = Field(None, description="S3 region.")
+    profile: str | None = Field(None, description="AWS profile name from ~/.aws.")
+    anon: bool = Field(False, description="Anonymous access (public buckets).")
+    retries: int = Field(5, ge=0, description="Retries with backoff for transient storage errors (timeouts, 5xx).")
+
+
+class InputConfig(_Strict):
+    """How inputs are read, and the limits that keep untrusted input from exhausting memory."""
+
+    frame_folder_fps: float = Field(25.0, gt=0, description="Frame rate of clips stored as folders of images.")
+    max_file_mb: float = Field(2048, gt=0, description="Largest video file accepted, in MiB.")
+    max_width: int = Field(7680, ge=16, description="Widest video accepted, in pixels.")
+    max_height: int = Field(4320, ge=16, description="Tallest video accepted, in pixels.")
+    max_duration_s: float = Field(3600, gt=0, description="Longest clip accepted, in seconds.")
+    max_frames: int = Field(500_000, ge=1, description="Most frames a clip may declare.")
 
 
 class RunConfig(_Strict):
@@ -99,6 +127,8 @@ class Config(_Strict):
     decode: DecodeConfig = DecodeConfig()
     describer: DescriberConfig = DescriberConfig()
     labeler: LabelerConfig = LabelerConfig()
+    input: InputConfig = InputConfig()
+    storage: StorageConfig = StorageConfig()
     run: RunConfig = RunConfig()
 
     @field_validator("labels")
@@ -121,7 +151,8 @@ class Config(_Strict):
         for section in ("decode", "describer", "labeler"):
             for k in StageResources.model_fields:
                 d[section].pop(k, None)
-        d.pop("run")
+        for section in ("run", "storage"):
+            d.pop(section)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
