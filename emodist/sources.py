@@ -48,7 +48,11 @@ def read_manifest(uri: str, **storage_options) -> pa.Table:
     suffix = PurePosixPath(path).suffix.lower()
     with fs.open(path, "rb") as f:
         if suffix == ".csv":
-            table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+            # Ids like '00001' and label codes must stay strings, not be guessed as numbers.
+            names = pacsv.read_csv(f, read_options=pacsv.ReadOptions(skip_rows_after_names=1 << 30)).column_names
+            f.seek(0)
+            table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
         elif suffix == ".parquet":
             table = pq.read_table(f)
         elif suffix == ".jsonl":

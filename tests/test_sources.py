@@ -63,3 +63,9 @@ def test_clear_errors(tmp_path):
 def test_clip_id_for():
     assert clip_id_for("s3://b/data/happy/01.mp4", "s3://b/data") == "happy/01"
     assert clip_id_for("/x/y/01.mp4") == "01"
+
+
+def test_csv_ids_and_label_codes_stay_strings(tmp_path):
+    (tmp_path / "m.csv").write_text("clip_id,uri,label\n00001,a.mp4,3\n")
+    row = read_manifest(str(tmp_path / "m.csv")).to_pylist()[0]
+    assert row["clip_id"] == "00001" and row["ref_label"] == "3"

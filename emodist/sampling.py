@@ -1,0 +1,252 @@
+"""Class-aware resampling of manifests against the head classes (Kang et al. 2020).
+
+Class j is drawn with probability p_j proportional to n_j^q: q=1 instance-balanced
+(the data as it is), q=1/2 square-root, q=0 class-balanced. Progressive sampling
+moves from instance to class-balanced as training progresses.
+
+Two streaming passes with pyarrow, so millions of rows fit in one batch of memory:
+pass 1 counts the labels (label column only); pass 2 picks rows. Because pass 1 gives
+each class's exact size n_j, pass 2 picks exactly the planned number of rows of each
+class uniformly without replacement by drawing, batch by batch, how many of the
+batch's class-j rows to keep from a hypergeometric law - sequential sampling that
+needs neither the row indices nor a reservoir of candidates. Rows come out in input order.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from emodist.labels import canonical
+
+STRATEGIES: dict[str, float | None] = {
+    "instance": 1.0, "sqrt": 0.5, "balanced": 0.0,
+    "progressive": None,  # needs progress= in [0, 1]
+    "power": None,  # needs q=
+}
+LABEL_COLUMNS = ("label", "ref_label")
+SUFFIXES = (".csv", ".parquet", ".jsonl")
+BATCH_ROWS = 65_536
+
+
+@dataclass
+class SampleStats:
+    input_uri: str
+    output_uri: str
+    strategy: str
+    q: float | None  # None for progressive (a mix of q=1 and q=0)
+    progress: float | None
+    seed: int
+    rows_in: int
+    rows_out: int
+    unlabeled_skipped: int
+    before: dict[str, int]
+    after: dict[str, int]
+    probabilities: dict[str, float]
+    with_replacement: list[str]  # classes asked for more rows than they have
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _suffix(uri: str) -> str:
+    suffix = PurePosixPath(uri.split("://", 1)[-1]).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{uri}: manifest format is chosen by suffix; use one of {SUFFIXES}")
+    return suffix
+
+
+def _batches(uri: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    suffix = _suffix(uri)
+    if not fs.exists(path):
+        raise ValueError(f"{uri}: manifest not found; check the path")
+    if suffix == ".csv":  # every column as text, so values are copied unchanged ('0001' stays)
+        with fs.open(path, "rb") as f:
+            names = pacsv.open_csv(f).schema.names
+    with fs.open(path, "rb") as f:
+        if suffix == ".parquet":
+            yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        elif suffix == ".csv":
+            opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                        include_columns=columns, strings_can_be_null=False)
+            yield from pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                      convert_options=opts)
+        else:
+            for b in pajson.open_json(f, read_options=pajson.ReadOptions(block_size=1 << 22)):
+                yield b.select(columns) if columns else b
+
+
+def _as_text(arr: pa.Array) -> pa.Array:
+    return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+
+
+def _label_column(uri: str, label_column: str | None) -> str:
+    batches = _batches(uri)
+    try:
+        names = next(batches).schema.names
+    except StopIteration:
+        raise ValueError(f"{uri}: manifest has no rows") from None
+    finally:
+        batches.close()
+    if label_column is None:
+        label_column = next((c for c in LABEL_COLUMNS if c in names), None)
+    if label_column not in names:
+        raise ValueError(f"{uri}: no label column (columns: {names}); add 'label' or pass label_column=")
+    return label_column
+
+
+def class_probabilities(counts: dict[str, int], strategy: str, q: float | None = None,
+                        progress: float | None = None) -> tuple[dict[str, float], float | None]:
+    """p_j for each class, and the q used (None for progressive)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {sorted(STRATEGIES)}")
+    if strategy == "power":
+        if q is None or not 0 <= q <= 1:
+            raise ValueError(f"strategy 'power' needs q in [0, 1], got {q}")
+    elif q is not None:
+        raise ValueError(f"q= is only for strategy 'power' ({strategy!r} has its own q)")
+    if (strategy == "progressive") != (progress is not None):
+        raise ValueError("progress= in [0, 1] goes with strategy 'progressive' only")
+    n = np.array([counts[c] for c in counts], dtype=np.float64)
+
+    def power(qq: float) -> np.ndarray:
+        w = n ** qq
+        return w / w.sum()
+
+    if strategy == "progressive":
+        if not 0 <= progress <= 1:  # type: ignore[operator]
+            raise ValueError(f"progress must be in [0, 1], got {progress}")
+        # Kang et al. 2020: p(t) = (1 - t) p_instance + t p_balanced
+        p, q = (1 - progress) * power(1.0) + progress * power(0.0), None  # type: ignore[operator]
+    else:
+        q = STRATEGIES[strategy] if q is None else q
+        p = power(q)  # type: ignore[arg-type]
+    return dict(zip(counts, p.tolist())), q
+
+
+def _allocate(size: int, probs: dict[str, float]) -> dict[str, int]:
+    """Integer counts summing to size, closest to size * p_j (largest remainder)."""
+    exact = {c: size * p for c, p in probs.items()}
+    out = {c: int(np.floor(v)) for c, v in exact.items()}
+    by_remainder = sorted(probs, key=lambda c: (-(exact[c] - out[c]), c))
+    for c in by_remainder[: size - sum(out.values())]:
+        out[c] += 1
+    return out
+
+
+class _Writer:
+    """Streams batches to csv/parquet/jsonl; the schema comes from the first batch."""
+
+    def __init__(self, uri: str) -> None:
+        self.suffix = _suffix(uri)
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.makedirs(_parent(path), exist_ok=True)
+        self.file = fs.open(path, "wb")
+        self.inner: pq.ParquetWriter | pacsv.CSVWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.suffix == ".jsonl":
+            self.file.write("".join(json.dumps(r, default=str) + "\n" for r in batch.to_pylist()).encode())
+            return
+        if self.inner is None:
+            self.inner = (pq.ParquetWriter(self.file, batch.schema) if self.suffix == ".parquet"
+                          else pacsv.CSVWriter(self.file, batch.schema))
+        self.inner.write_batch(batch)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+        self.file.close()
+
+
+def _parent(path: str) -> str:
+    return str(PurePosixPath(path).parent)
+
+
+def sample_manifest(input_uri: str, output_uri: str, strategy: str, *, size: int | None = None,
+                    seed: int = 0, q: float | None = None, progress: float | None = None,
+                    label_column: str | None = None) -> SampleStats:
+    """Write a resampled manifest; rows without a label are skipped (and counted)."""
+    start = time.perf_counter()
+    if fsspec.core.url_to_fs(input_uri)[1] == fsspec.core.url_to_fs(output_uri)[1]:
+        raise ValueError(f"{output_uri}: output would overwrite the input; write elsewhere")
+    _suffix(output_uri)
+    label_col = _label_column(input_uri, label_column)
+
+    # pass 1: label counts, reading the label column only
+    raw_counts: Counter[str | None] = Counter()
+    for b in _batches(input_uri, [label_col]):
+        vc = pc.value_counts(_as_text(b.column(0)))
+        raw_counts.update(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
+    raw_values = [v for v in raw_counts if v is not None]
+    cls_of = {v: canonical(v) for v in raw_values if canonical(v)}
+    per_class: Counter[str] = Counter()
+    for v, c in cls_of.items():
+        per_class[c] += raw_counts[v]
+    before = dict(sorted(per_class.items()))
+    rows_in = sum(raw_counts.values())
+    labeled = sum(before.values())
+    if not before:
+        raise ValueError(f"{input_uri}: column {label_col!r} has no labels to sample by")
+    size = labeled if size is None else size
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    probs, q_used = class_probabilities(before, strategy, q, progress)
+    target = _allocate(size, probs)
+
+    classes = list(before)
+    cls_idx = {c: j for j, c in enumerate(classes)}
+    # raw value -> class index; the extra last slot (-1) takes nulls and empty labels
+    lookup = np.array([cls_idx[cls_of[v]] if v in cls_of else -1 for v in raw_values] + [-1])
+    value_set = pa.array(raw_values, type=pa.string())
+    n = np.array([before[c] for c in classes])
+    m = np.array([target[c] for c in classes])
+    full, need, left = m // n, m % n, n.copy()  # every row `full` times + `need` rows once more
+    after = np.zeros(len(classes), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+
+    # pass 2: per batch, draw how many of its class-j rows to keep, then which ones
+    writer = _Writer(output_uri)
+    try:
+        for b in _batches(input_uri):
+            idx = pc.index_in(_as_text(b.column(label_col)), value_set=value_set).fill_null(len(raw_values))
+            cls = lookup[idx.to_numpy(zero_copy_only=False)]
+            copies = np.zeros(len(cls), dtype=np.int64)
+            for j in np.unique(cls[cls >= 0]):
+                rows = np.flatnonzero(cls == j)
+                copies[rows] = full[j]
+                h = int(rng.hypergeometric(need[j], left[j] - need[j], len(rows))) if need[j] else 0
+                if h:
+                    copies[rows[rng.choice(len(rows), h, replace=False)]] += 1
+                need[j] -= h
+                left[j] -= len(rows)
+                after[j] += copies[rows].sum()
+            if copies.any():
+                writer.write(b.take(pa.array(np.repeat(np.arange(len(cls)), copies))))
+    finally:
+        writer.close()
+
+    oversampled = [c for c in classes if target[c] > before[c]]
+    notes = [f"{c}: {target[c]} rows asked of {before[c]}: every row {target[c] // before[c]}x, "
+             f"{target[c] % before[c]} drawn once more (with replacement; clip ids repeat)"
+             for c in oversampled]
+    if rows_in > labeled:
+        notes.append(f"{rows_in - labeled} rows without a label were skipped")
+    return SampleStats(
+        input_uri, output_uri, strategy, q_used, progress, seed, rows_in, int(after.sum()),
+        rows_in - labeled, before, {c: int(a) for c, a in zip(classes, after)}, probs, oversampled,
+        notes, time.perf_counter() - start)

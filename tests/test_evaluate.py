@@ -1,0 +1,195 @@
+"""Evaluation metrics against scikit-learn, problem counting, and the report folder."""
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+
+from emodist import debias
+from emodist import schema as col
+from emodist.evaluate import INVALID, EvalInputError, evaluate
+from emodist.labels import DFEW, canonical
+from emodist.report import write_report
+
+FACE_API_ORDER = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]
+
+
+def write_manifest(path, ids, labels):
+    pacsv.write_csv(pa.table({"clip_id": ids, "uri": [f"{i}.mp4" for i in ids], "label": labels}), path)
+    return str(path)
+
+
+def write_run(folder, ids, labels, names=None, probs=None, failed=()):
+    """An `emodist run` output folder: predictions/*.parquet (+ failures/)."""
+    rows = [{col.CLIP_ID: i, col.LABEL: lab, col.LABEL_NAMES: names, col.PROBS_RAW: None if probs is None
+             else [float(x) for x in probs[k]]} for k, (i, lab) in enumerate(zip(ids, labels))]
+    (folder / "predictions").mkdir(parents=True)
+    half = len(rows) // 2  # two part files, as a distributed writer leaves them
+    pq.write_table(pa.Table.from_pylist(rows[:half], schema=col.PREDICTIONS), folder / "predictions/part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[half:], schema=col.PREDICTIONS), folder / "predictions/part-1.parquet")
+    (folder / "failures").mkdir()
+    pq.write_table(pa.Table.from_pylist([{col.CLIP_ID: f} for f in failed], schema=col.FAILURES),
+                   folder / "failures/part-0.parquet")
+    return str(folder)
+
+
+def random_case(seed, n=400):
+    rng = np.random.default_rng(seed)
+    share = np.array([0.3, 0.15, 0.25, 0.15, 0.08, 0.02, 0.05])
+    truth = rng.choice(DFEW, size=n, p=share)
+    right = rng.random(n) < 0.5
+    pred = np.where(right, truth, rng.choice(DFEW, size=n, p=[0.2, 0.1, 0.5, 0.1, 0.05, 0.0, 0.05]))
+    # not digits only: sources.read_manifest parses a numeric CSV clip_id as a number
+    return [f"c{i:05d}" for i in range(n)], truth.tolist(), pred.tolist()
+
+
+@pytest.mark.parametrize("seed, fmt", [(0, "run"), (1, "csv"), (2, "jsonl")])
+def test_metrics_match_sklearn(tmp_path, seed, fmt):
+    ids, truth, pred = random_case(seed)
+    # surface forms the matcher must fold: 'happiness' -> happy, 'anger' -> angry
+    shown_pred = ["happiness" if p == "happy" else "anger" if p == "angry" else p for p in pred]
+    manifest = write_manifest(tmp_path / "m.csv", ids, truth)
+    if fmt == "run":
+        preds = write_run(tmp_path / "out", ids, shown_pred)
+    elif fmt == "csv":
+        preds = str(tmp_path / "p.csv")
+        pacsv.write_csv(pa.table({"clip_id": ids, "pred": shown_pred}), preds)
+    else:
+        preds = str(tmp_path / "p.jsonl")
+        (tmp_path / "p.jsonl").write_text("".join(json.dumps({"clip_id": i, "prediction": p}) + "\n"
+                                                  for i, p in zip(ids, shown_pred)))
+    r = evaluate(preds, manifest, bootstrap=0)
+    present = sorted(set(truth))
+    assert r.n == len(ids)
+    assert r.uar == pytest.approx(recall_score(truth, pred, labels=present, average="macro"))
+    assert r.war == pytest.approx(accuracy_score(truth, pred))
+    assert r.macro_f1 == pytest.approx(f1_score(truth, pred, labels=present, average="macro"))
+    assert r.macro_precision == pytest.approx(
+        precision_score(truth, pred, labels=present, average="macro", zero_division=0))
+    assert r.confusion == confusion_matrix(truth, pred, labels=list(DFEW)).tolist()
+    per_recall = recall_score(truth, pred, labels=list(DFEW), average=None, zero_division=0)
+    for c, expected in zip(r.per_class, per_recall):
+        assert c.support == truth.count(c.label)
+        assert c.recall == pytest.approx(expected)
+    assert all(p.count == 0 for p in r.problems.values())
+    assert "uar" in r.format_table()
+
+
+def test_bootstrap_contains_point_and_is_seeded(tmp_path):
+    ids, truth, pred = random_case(3, n=300)
+    manifest = write_manifest(tmp_path / "m.csv", ids, truth)
+    preds = write_run(tmp_path / "out", ids, pred)
+    r = evaluate(preds, manifest, bootstrap=200, seed=7)
+    for m in ("uar", "war", "macro_f1"):
+        lo, hi = r.ci[m]
+        assert lo < getattr(r, m) < hi
+    assert evaluate(preds, manifest, bootstrap=200, seed=7).ci == r.ci
+
+
+def test_neutral_sink_by_hand(tmp_path):
+    # truth: 2 of 8 neutral (25%); predictions: 4 of 8 neutral (50%) -> ratio 2.0
+    ids = [f"c{i}" for i in range(8)]
+    truth = ["neutral", "neutral", "happy", "happy", "sad", "sad", "angry", "angry"]
+    pred = ["neutral", "neutral", "neutral", "happy", "neutral", "sad", "happy", "angry"]
+    r = evaluate(write_run(tmp_path / "out", ids, pred), write_manifest(tmp_path / "m.csv", ids, truth),
+                 bootstrap=0)
+    assert (r.sink.label, r.sink.pred_share, r.sink.true_share, r.sink.ratio) == ("neutral", 0.5, 0.25, 2.0)
+    assert r.war == pytest.approx(5 / 8)  # neutral 2/2, happy 1/2, sad 1/2, angry 1/2
+    assert r.uar == pytest.approx((1 + 0.5 + 0.5 + 0.5) / 4)
+
+
+def test_problems_are_counted_not_dropped(tmp_path):
+    man_ids = ["a", "b", "c", "d", "e", "e", "f", "g"]
+    man_labels = ["happy", "sad", "bored", "", "fear", "sad", "angry", "neutral"]
+    pred_ids = ["a", "a", "b", "c", "e", "f", "zz"]
+    pred_labels = ["happy", "sad", "sad", "happy", "fear", "confused", "happy"]
+    r = evaluate(write_run(tmp_path / "out", pred_ids, pred_labels, failed=["g"]),
+                 write_manifest(tmp_path / "m.csv", man_ids, man_labels), bootstrap=0)
+    counts = {k: p.count for k, p in r.problems.items()}
+    assert counts == {"duplicate_prediction_ids": 1, "duplicate_manifest_ids": 1,
+                      "prediction_not_in_manifest": 1, "missing_prediction": 1, "failed_clips": 1,
+                      "unknown_truth_label": 2, "unknown_pred_label": 1, "bad_distribution": 0}
+    assert r.problems["prediction_not_in_manifest"].examples == ["zz"]
+    assert r.problems["missing_prediction"].examples == ["g"]
+    assert r.problems["unknown_pred_label"].examples == ["f: 'confused'"]
+    # scored: a (first row: happy, right), b right, e right, f 'confused' counts as wrong
+    assert r.n == 4 and r.war == pytest.approx(3 / 4)
+    assert r.confusion_cols[-1] == INVALID
+    assert "problem unknown_pred_label: 1" in r.format_table()
+
+
+def test_errors_name_the_input(tmp_path):
+    manifest = write_manifest(tmp_path / "m.csv", ["a"], ["happy"])
+    pacsv.write_csv(pa.table({"clip_id": ["a"], "emotion": ["happy"]}), tmp_path / "p.csv")
+    with pytest.raises(EvalInputError, match="predicted-label column"):
+        evaluate(str(tmp_path / "p.csv"), manifest)
+    with pytest.raises(EvalInputError, match="not found"):
+        evaluate(str(tmp_path / "nope.parquet"), manifest)
+    pacsv.write_csv(pa.table({"clip_id": ["b"], "label": ["happy"]}), tmp_path / "q.csv")
+    with pytest.raises(EvalInputError, match="no clip"):
+        evaluate(str(tmp_path / "q.csv"), manifest)
+
+
+def biased_run(tmp_path, n=350, seed=0):
+    """A model that leans to neutral: raw probs in face-api's order and names."""
+    ids, truth, _ = random_case(seed, n)
+    rng = np.random.default_rng(seed)
+    order = [canonical(x) for x in FACE_API_ORDER]
+    signal = np.array([[3.0 if name == t else 1.0 for name in order] for t in truth])
+    probs = rng.dirichlet(np.ones(7), size=n) * signal * np.array([6.0, 1, 1, 1, 1, 1, 1])
+    probs /= probs.sum(axis=1, keepdims=True)
+    stored = [order[k] for k in probs.argmax(axis=1)]
+    preds = write_run(tmp_path / "out", ids, stored, names=FACE_API_ORDER, probs=probs.astype(np.float32))
+    return preds, write_manifest(tmp_path / "m.csv", ids, truth), truth, probs, order
+
+
+def test_debias_comparison(tmp_path):
+    preds, manifest, truth, probs, order = biased_run(tmp_path)
+    r = evaluate(preds, manifest, bootstrap=0)
+    by = {d.method: d for d in r.debias}
+    assert list(by) == ["stored label", "raw", "contextual", "batch", "logit_adjust"]
+    assert "content-free" in by["contextual"].skipped
+    raw_pred = [order[k] for k in probs.argmax(axis=1)]
+    assert by["raw"].war == pytest.approx(accuracy_score(truth, raw_pred))
+    assert by["raw"].sink.label == "neutral" and by["raw"].sink.ratio > 1.5
+    assert by["batch"].sink.ratio < by["raw"].sink.ratio
+    assert by["batch"].uar > by["raw"].uar
+    bc = debias.batch_calibration(probs.astype(np.float32))
+    assert by["batch"].war == pytest.approx(accuracy_score(truth, [order[k] for k in bc.argmax(axis=1)]))
+    cf = dict(zip(FACE_API_ORDER, [0.6, 0.1, 0.06, 0.06, 0.06, 0.06, 0.06]))
+    r2 = evaluate(preds, manifest, bootstrap=0, content_free=json.dumps(cf))  # as the CLI passes it
+    ctx = {d.method: d for d in r2.debias}["contextual"]
+    assert ctx.skipped is None and ctx.sink.ratio < by["raw"].sink.ratio
+
+
+def test_report_renders(tmp_path):
+    preds, manifest, *_ = biased_run(tmp_path, n=200, seed=4)
+    r = evaluate(preds, manifest, bootstrap=50)
+    md = write_report(r, tmp_path / "report")
+    text = md.read_text()
+    for word in ("UAR", "WAR", "macro-F1", "Neutral sink", "Debiasing", "logit_adjust", "disgust"):
+        assert word in text
+    assert json.loads((tmp_path / "report/metrics.json").read_text())["uar"] == pytest.approx(r.uar)
+    for png in ("confusion.png", "recall_vs_frequency.png"):
+        path = tmp_path / "report" / png
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(path)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert f"]({png})" in text
+
+
+def test_bad_distribution_rows_are_counted(tmp_path):
+    ids = ["a", "b", "c"]
+    names = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
+    probs = np.array([[0.9, 0.1, 0, 0, 0, 0, 0], [0.1, 0.9, 0, 0, 0, 0, 0], [0.0] * 7])  # c: all zero
+    r = evaluate(write_run(tmp_path / "out", ids, ["happy", "sad", "happy"], names=names, probs=probs),
+                 write_manifest(tmp_path / "m.csv", ids, ["happy", "sad", "sad"]), bootstrap=0)
+    assert r.problems["bad_distribution"].count == 1
+    assert r.problems["bad_distribution"].examples[0].startswith("c:")
+    assert {d.method: d.n for d in r.debias}["raw"] == 2 and r.n == 3
