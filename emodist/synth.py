@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +34,7 @@ NEUTRAL = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0], dtype=np.float32)
 TARGETS: dict[str, tuple[float, ...]] = {
     "neutral": tuple(NEUTRAL),
     "happy": (1.0, 0.35, 1.25, 0.15, 0.0, 0.7, 0.0, 0.0),
-    "sad": (-1.0, 0.0, 0.85, 0.25, 1.0, 0.55, 0.0, 0.0),
+    "sad": (-0.9, 0.0, 0.9, 0.2, 1.0, 0.65, 0.0, 0.0),
     "angry": (-0.3, 0.0, 0.7, -0.7, -1.0, 0.8, 0.0, 0.2),
     "surprise": (0.0, 1.0, 0.8, 1.0, 0.0, 1.6, 0.0, 0.0),
     "disgust": (-0.5, 0.2, 0.9, -0.4, -0.5, 0.55, 0.7, 1.0),
@@ -59,7 +59,7 @@ class ClipPlan:
 
 
 def class_weights(labels: Sequence[str]) -> np.ndarray:
-    w = np.array([CLASS_WEIGHTS.get(canonical(l), UNKNOWN_WEIGHT) for l in labels], dtype=np.float64)
+    w = np.array([CLASS_WEIGHTS.get(canonical(name), UNKNOWN_WEIGHT) for name in labels], dtype=np.float64)
     return w / w.sum()
 
 
@@ -85,13 +85,13 @@ def _events(dur: float, rng: np.random.Generator) -> tuple[tuple[float, float], 
         lengths.pop()
     if sum(lengths) + 0.1 > dur:  # very short clip: one centred event, as long as fits
         length = max(min(lengths[0], dur - 0.1), dur / 2)
-        return ((round((dur - length) / 2, 4), round((dur + length) / 2, 4)),)
+        return ((round(float(dur - length) / 2, 4), round(float(dur + length) / 2, 4)),)
     free = dur - sum(lengths) - 0.25 * (len(lengths) - 1) - 0.1
     gaps = rng.random(len(lengths) + 1)
     gaps = gaps / gaps.sum() * free
     out, t = [], 0.05 + gaps[0]
     for i, length in enumerate(lengths):
-        out.append((round(t, 4), round(t + length, 4)))
+        out.append((round(float(t), 4), round(float(t + length), 4)))
         t += length + 0.25 + gaps[i + 1]
     return tuple(out)
 
@@ -100,6 +100,8 @@ def plan_clips(n_clips: int, *, seed: int = 0, labels: Sequence[str] = DFEW, fps
                min_s: float = 2.0, max_s: float = 6.0) -> list[ClipPlan]:
     """The labels, durations and events of each clip, without rendering anything."""
     _check(n_clips, 64, fps, min_s, max_s)
+    if not labels:
+        raise ValueError("labels must not be empty")
     names = draw_labels(n_clips, labels, np.random.default_rng(seed))
     plans = []
     for i, label in enumerate(names):
@@ -118,8 +120,8 @@ def _check(n_clips: int, size: int, fps: int, min_s: float, max_s: float) -> Non
         raise ValueError(f"size must be even and >= 64 (yuv420p needs even sizes), got {size}")
     if not 0 < min_s <= max_s:
         raise ValueError(f"need 0 < min_s <= max_s, got min_s={min_s}, max_s={max_s}")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if fps <= 0 or int(fps) != fps:
+        raise ValueError(f"fps must be a positive whole number, got {fps}")
 
 
 def intensity(t: np.ndarray, events: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -177,7 +179,7 @@ def _draw_face(img: Image.Image, cx: float, cy: float, r: float, p: np.ndarray,
     d.line(top, fill=lips, width=max(2, int(0.04 * r)))
 
 
-def render_clip(plan: ClipPlan, size: int = 224, fps: int = 25):
+def render_clip(plan: ClipPlan, size: int = 224, fps: int = 25) -> Iterator[np.ndarray]:
     """Yield the clip's RGB frames (uint8, size x size x 3)."""
     rng = np.random.default_rng([*plan.seed, 1])
     bg = _background(size, rng)
@@ -212,7 +214,7 @@ def render_clip(plan: ClipPlan, size: int = 224, fps: int = 25):
         yield np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _encode(path: Path, frames, size: int, fps: int) -> None:
+def _encode(path: Path, frames: Iterable[np.ndarray], size: int, fps: int) -> None:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
         stream.width = stream.height = size
