@@ -86,6 +86,54 @@ def _print_table(out: Path | None, limit: int = 12) -> None:
     Console().print(table)
 
 
+@app.command("eval")
+def eval_(
+    predictions: Annotated[str, typer.Option("--predictions", "-p", help="An `emodist run` output folder, or a csv/parquet/jsonl with clip_id and label.")],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Manifest with the true labels (uri, label, optional clip_id).")],
+    report: Annotated[Optional[Path], typer.Option(help="Write report.md, metrics.json and PNG plots here.")] = None,
+    label_set: Annotated[str, typer.Option(help="dfew, ferv39k, mafw.")] = "dfew",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence intervals.")] = 1000,
+    content_free: Annotated[Optional[str], typer.Option(help="Content-free distribution for contextual calibration (JSON list or file).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """UAR, WAR, macro P/R/F1, per-class scores, confusion matrix and the neutral sink, with
+    bootstrap intervals; and the same after each debiasing method when distributions exist."""
+    from emodist.evaluate import EvalInputError, evaluate
+    from emodist.report import write_report
+
+    try:
+        result = evaluate(predictions, labels, label_set=label_set, bootstrap=bootstrap, seed=seed,
+                          content_free=content_free)
+    except (EvalInputError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(result.format_table())
+    if report is not None:
+        typer.echo(f"report: {write_report(result, report)}")
+
+
+@app.command()
+def sample(
+    input: Annotated[str, typer.Option("--input", "-i", help="Manifest to sample from (csv/parquet/jsonl with a label column).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the sampled manifest (suffix picks the format).")],
+    strategy: Annotated[str, typer.Option(help="instance (q=1), sqrt (q=1/2), balanced (q=0), progressive (with --progress) or power (with --q).")] = "balanced",
+    size: Annotated[Optional[int], typer.Option(help="Rows to draw (default: as many as the input).")] = None,
+    q: Annotated[Optional[float], typer.Option(help="Exponent of p_j ~ n_j^q, with --strategy power.")] = None,
+    progress: Annotated[Optional[float], typer.Option(help="0..1 along instance -> balanced, with --strategy progressive.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Resample a manifest by class: p_j ~ n_j^q (Kang et al. 2020), streaming."""
+    import json
+
+    from emodist.sampling import sample_manifest
+
+    try:
+        stats = sample_manifest(input, output, strategy, size=size, seed=seed, q=q, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"before": stats.before, "after": stats.after, "notes": stats.notes}, indent=1))
+    typer.echo(f"wrote {stats.rows_out} rows to {output}")
+
+
 @app.command("tiny-model")
 def tiny_model(out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")]) -> None:
     """Build the tiny random VLM (offline, for tests and the demo) into a folder."""

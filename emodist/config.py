@@ -86,7 +86,8 @@ class LabelerConfig(ModelConfig):
     """MSCE stage 2: a distribution over the label set per clip."""
 
     permutations: int = Field(1, ge=1, le=24, description="Label-order permutations averaged at inference (1 = the configured order only).")
-    debias: Literal["none", "contextual", "logit_adjust"] = Field("none", description="Per-row debiasing stored next to the raw distribution.")
+    debias: Literal["none", "contextual", "logit_adjust"] = Field("none", description="Per-row debiasing stored next to the raw distribution: contextual divides by the distribution for a content-free input (gray frames, empty descriptions) of the same prompt shape; logit_adjust subtracts tau*log(prior). Batch calibration needs the whole run: `emodist eval` computes it.")
+    answer_tokens: int = Field(0, ge=0, le=64, description="If > 0, also let the model write up to this many tokens of answer, stored as `answer` (the distribution still comes from the option log-probabilities).")
     prior: list[float] | None = Field(None, description="Class prior for logit_adjust, in label order (else uniform).")
     tau: float = Field(1.0, ge=0, description="Strength of logit adjustment.")
 

@@ -104,6 +104,7 @@ def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]
             col.PROBS_RAW: np.asarray(batch[col.PROBS_RAW][i]).tolist(),
             col.DEBIAS: cfg.labeler.debias,
             col.ANSWER: str(batch[col.ANSWER][i]),
+            col.ANSWER_LABEL: str(batch[col.ANSWER_LABEL][i]),
             col.KEYFRAME_TS: np.asarray(batch[col.KEYFRAME_TS][i]).tolist(),
             col.DESCRIPTIONS: [str(d) for d in batch[col.DESCRIPTIONS][i]],
             col.GAP_SPANS: [list(map(float, s)) for s in batch[col.GAP_SPANS][i]],

@@ -31,7 +31,8 @@ PROBS = "probs"  # debiased distribution over LABEL_NAMES
 PROBS_RAW = "probs_raw"  # the model's own distribution
 DEBIAS = "debias_method"
 KEYFRAME_TS = "keyframe_ts_s"
-ANSWER = "answer"  # what the model said, when it generated text
+ANSWER = "answer"  # what the model said (the top letter, or generated text)
+ANSWER_LABEL = "answer_label"  # the label the answer names, "" when it names none
 
 # provenance
 MODE = "mode"
@@ -61,6 +62,7 @@ PREDICTIONS = pa.schema(
         (PROBS_RAW, pa.list_(pa.float32())),
         (DEBIAS, pa.string()),
         (ANSWER, pa.string()),
+        (ANSWER_LABEL, pa.string()),
         (KEYFRAME_TS, pa.list_(pa.float64())),
         (DESCRIPTIONS, pa.list_(pa.string())),
         (GAP_SPANS, pa.list_(pa.list_(pa.float64(), 2))),

@@ -127,4 +127,10 @@ class HFLabeler:
                 )
                 images.append([] if self.mode == "text" else list(clip.keyframes))
         logprobs = self.vlm.next_token_logprobs(parts, images)
-        return self.scorer.results(self.scorer.letter_logprobs(logprobs), [c.clip_id for c in clips])
+        results = self.scorer.results(self.scorer.letter_logprobs(logprobs), [c.clip_id for c in clips])
+        if self.cfg.answer_tokens:
+            k = self.scorer.permutations  # the configured label order is each clip's first prompt
+            texts = self.vlm.generate(parts[::k], images[::k], self.cfg.answer_tokens)
+            for r, t in zip(results, texts, strict=True):
+                r.answer = t.strip()
+        return results

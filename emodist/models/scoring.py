@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emodist.labels import match_label
 from emodist.models.base import LabelResult
 from emodist.models.prompts import LETTERS
 
@@ -74,3 +75,15 @@ class PermutationScorer:
             letter = LETTERS[int(np.argmax(shown[0]))]
             out.append(LabelResult(probs=probs, answer=letter))
         return out
+
+
+def parse_answer(answer: str, options: Sequence[str]) -> str:
+    """The option an answer names: 'B', 'B.', '(B) sad' or 'sadness'; '' when none.
+    Models do write labels that are not options, and empty answers: never an error."""
+    text = (answer or "").strip()
+    if not text:
+        return ""
+    head = text.lstrip("(").split(maxsplit=1)[0].rstrip(".):,")
+    if len(head) == 1 and head.upper() in LETTERS[: len(options)]:
+        return options[LETTERS.index(head.upper())]
+    return match_label(text, options) or match_label(head, options) or ""

@@ -8,6 +8,7 @@ import numpy as np
 from emodist import schema as col
 from emodist.config import Config
 from emodist.models.base import ClipInput
+from emodist.models.scoring import parse_answer
 from emodist.plan import KEYFRAME
 from emodist.stages.base import Batch, Stage, object_column
 
@@ -26,7 +27,7 @@ class LabelStage(Stage):
         self.cfg = cfg
         self.labels = cfg.label_names
         self.labeler = build_labeler(cfg)
-        self.debias = _RowDebias(cfg)
+        self.debias = _RowDebias(cfg, self.labeler)
 
     def _clip(self, batch: Batch, i: int) -> ClipInput:
         frames, ts, gap = batch[col.FRAMES][i], batch[col.FRAME_TS][i], batch[col.FRAME_GAP][i]
@@ -43,24 +44,25 @@ class LabelStage(Stage):
         n = len(batch[col.CLIP_ID])
         L = len(self.labels)
         raw = [np.zeros(L)] * n
+        debiased = [np.zeros(L)] * n
         answers = [""] * n
 
         def score(sub: np.ndarray) -> None:
-            results = self.labeler.score([self._clip(batch, int(i)) for i in sub], self.labels)
-            for i, r in zip(sub, results, strict=True):
+            clips = [self._clip(batch, int(i)) for i in sub]
+            results = self.labeler.score(clips, self.labels)
+            for i, r, clip in zip(sub, results, clips, strict=True):
                 raw[int(i)], answers[int(i)] = r.probs, r.answer
+                debiased[int(i)] = self.debias(r.probs, clip)
 
         self.run_isolated(batch, rows, score)
         ok = batch[col.ERROR_STAGE] == ""
-        debiased = np.stack(raw) if n else np.zeros((0, L))
-        if ok.any():
-            debiased[ok] = self.debias(debiased[ok])
         batch[col.PROBS_RAW] = object_column([p.astype(np.float32) for p in raw])
         batch[col.PROBS] = object_column([p.astype(np.float32) for p in debiased])
         batch[col.LABEL] = np.array(
             [self.labels[int(np.argmax(p))] if ok[i] else "" for i, p in enumerate(debiased)], dtype=object
         )
         batch[col.ANSWER] = np.array(answers, dtype=object)
+        batch[col.ANSWER_LABEL] = np.array([parse_answer(a, self.labels) for a in answers], dtype=object)
         batch[col.KEYFRAME_TS] = object_column(
             [batch[col.FRAME_TS][i][batch[col.FRAME_GAP][i] == KEYFRAME] for i in range(n)]
         )
@@ -72,21 +74,36 @@ class LabelStage(Stage):
 class _RowDebias:
     """The per-row debiasing methods (batch calibration needs the whole run: `emodist eval`)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, labeler):
         self.method = cfg.labeler.debias
-        self.cfg = cfg
-        if self.method == "logit_adjust":
-            L = len(cfg.label_names)
-            prior = np.asarray(cfg.labeler.prior or [1.0 / L] * L, dtype=np.float64)
-            if len(prior) != L:
-                raise ValueError(f"labeler.prior has {len(prior)} values for {L} labels {list(cfg.label_names)}")
-            self.prior = prior
-        if self.method == "contextual":
-            raise NotImplementedError("labeler.debias=contextual is not wired yet")
+        self.cfg, self.labeler = cfg, labeler
+        L = len(cfg.label_names)
+        prior = np.asarray(cfg.labeler.prior or [1.0 / L] * L, dtype=np.float64)
+        if len(prior) != L:
+            raise ValueError(f"labeler.prior has {len(prior)} values for {L} labels {list(cfg.label_names)}")
+        self.prior = prior
+        self._content_free: dict[tuple, np.ndarray] = {}
 
-    def __call__(self, probs: np.ndarray) -> np.ndarray:
+    def content_free(self, clip: ClipInput) -> np.ndarray:
+        """The labeler's distribution for a content-free input of the clip's prompt shape
+        (gray frames, empty descriptions), computed once per shape (Zhao et al. 2021)."""
+        shape = (len(clip.keyframes), len(clip.descriptions), clip.keyframes.shape[1:])
+        if shape not in self._content_free:
+            gray = ClipInput(
+                clip_id="content-free", keyframes=np.full_like(clip.keyframes, 128),
+                keyframe_ts_s=clip.keyframe_ts_s, descriptions=[""] * len(clip.descriptions),
+                gap_spans_s=clip.gap_spans_s,
+                frames=None if clip.frames is None else np.full_like(clip.frames, 128),
+                frame_ts_s=clip.frame_ts_s,
+            )
+            self._content_free[shape] = self.labeler.score([gray], self.cfg.label_names)[0].probs
+        return self._content_free[shape]
+
+    def __call__(self, probs: np.ndarray, clip: ClipInput) -> np.ndarray:
         from emodist import debias
 
         if self.method == "none":
             return probs
-        return debias.logit_adjustment(probs, self.prior, self.cfg.labeler.tau)
+        if self.method == "contextual":
+            return debias.contextual_calibration(probs[None], self.content_free(clip))[0]
+        return debias.logit_adjustment(probs[None], self.prior, self.cfg.labeler.tau)[0]
