@@ -134,6 +134,31 @@ def sample(
     typer.echo(f"wrote {stats.rows_out} rows to {output}")
 
 
+@app.command()
+def diagnose(
+    input: Annotated[str, typer.Option("--input", "-i", help="Manifest with true labels (uri, label).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for each variant's run, diagnose.md/json and plots.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key.")] = None,
+    rates: Annotated[str, typer.Option(help="Comma-separated in-between frame rates (fps) to sweep; empty for none.")] = "1,2,4,8",
+    shuffle: Annotated[bool, typer.Option(help="Run the frame-order shuffle variant.")] = True,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per variant.")] = 200,
+) -> None:
+    """Run the labeler on the same clips under variants (frame-order shuffle, sampling-rate sweep) and plot the scores."""
+    from emodist.config import ConfigError, load_config
+    from emodist.diagnose import diagnose as run_diagnose
+
+    try:
+        cfg = load_config(config, set_ or [])
+        rate_list = tuple(float(r) for r in rates.split(",") if r.strip())
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    report = run_diagnose(cfg, input, output, rates_fps=rate_list, shuffle=shuffle, bootstrap=bootstrap)
+    for r in report["variants"]:
+        typer.echo(f"{r['variant']:>14}  macro-F1 {r['macro_f1']:.4f}  UAR {r['uar']:.4f}  WAR {r['war']:.4f}")
+    typer.echo(f"wrote {output}/diagnose.md")
+
+
 @app.command("tiny-model")
 def tiny_model(out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")]) -> None:
     """Build the tiny random VLM (offline, for tests and the demo) into a folder."""

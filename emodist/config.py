@@ -35,6 +35,7 @@ class PlanConfig(_Strict):
     sparse_fps: float = Field(1.0, gt=0, description="Keyframes per second in sparse mode.")
     dense_max_frames: int = Field(32, ge=1, description="Frame budget of dense mode: every frame, evenly thinned to this many.")
     max_keyframes: int = Field(16, ge=1, description="Cap on keyframes per clip; longer clips get a wider keyframe interval (the prompt stays bounded).")
+    shuffle: bool = Field(False, description="Diagnostic: shuffle which image sits in which keyframe slot (and in-between images within their gap), keeping the timestamps; a model that reads time should do worse.")
 
     @model_validator(mode="after")
     def _gap_fits(self) -> PlanConfig:
@@ -118,6 +119,7 @@ class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
     part_rows: int = Field(256, ge=1, description="Rows per committed Parquet part (smaller = less lost on a crash).")
+    share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
 
 
@@ -145,6 +147,15 @@ class Config(_Strict):
     @property
     def uses_descriptions(self) -> bool:
         return self.mode in ("msce", "text") and self.describer.backend != "none"
+
+    @property
+    def shares_model(self) -> bool:
+        """Describe and label run in one actor with one model copy."""
+        if not self.uses_descriptions:
+            return True
+        d, lab = self.describer, self.labeler
+        same = (d.backend, d.model, d.device, d.dtype) == (lab.backend, lab.model, lab.device, lab.dtype)
+        return self.run.share_model and same
 
     def digest(self) -> str:
         """Hash of what decides the labels (not resources or addresses)."""

@@ -23,7 +23,7 @@ from emodist.config import Config, StageResources
 from emodist.models.prompts import PROMPT_VERSION
 from emodist.sources import list_clips
 from emodist.stages.decode import DecodeStage
-from emodist.stages.describe import DescribeStage
+from emodist.stages.describe import DescribeLabelStage, DescribeStage
 from emodist.stages.label import LabelStage
 from emodist.writer import PartWriter
 
@@ -78,6 +78,8 @@ def build_dataset(cfg: Config, clips: pa.Table):
     ds = ray.data.from_arrow(blocks)
     ds = _stage(ds, DecodeStage, cfg.decode, cfg=cfg)
     wants_all = cfg.labeler.backend == "specialist"
+    if cfg.shares_model:
+        return _stage(ds, DescribeLabelStage, cfg.labeler, cfg=cfg, keep_all_frames=wants_all)
     ds = _stage(ds, DescribeStage, cfg.describer, cfg=cfg, keep_all_frames=wants_all)
     return _stage(ds, LabelStage, cfg.labeler, cfg=cfg)
 

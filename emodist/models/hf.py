@@ -97,9 +97,9 @@ def clean_description(text: str, max_chars: int = 240) -> str:
 
 
 class HFDescriber:
-    def __init__(self, cfg: DescriberConfig):
+    def __init__(self, cfg: DescriberConfig, vlm: HFVLM | None = None):
         self.cfg = cfg
-        self.vlm = HFVLM(cfg.model, cfg.device, cfg.dtype)
+        self.vlm = vlm or HFVLM(cfg.model, cfg.device, cfg.dtype)
         self.model_id = cfg.model
 
     def describe(self, gaps: Sequence[Gap]) -> list[str]:
@@ -111,9 +111,10 @@ class HFDescriber:
 class HFLabeler:
     wants_all_frames = False
 
-    def __init__(self, cfg: LabelerConfig, mode: Mode, labels: Sequence[str], seed: int = 0):
+    def __init__(self, cfg: LabelerConfig, mode: Mode, labels: Sequence[str], seed: int = 0,
+                 vlm: HFVLM | None = None):
         self.cfg, self.mode = cfg, mode
-        self.vlm = HFVLM(cfg.model, cfg.device, cfg.dtype)
+        self.vlm = vlm or HFVLM(cfg.model, cfg.device, cfg.dtype)
         self.model_id = cfg.model
         self.scorer = PermutationScorer(self.vlm.tokenizer, labels, cfg.permutations, seed)
 

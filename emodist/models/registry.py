@@ -6,6 +6,17 @@ from emodist.config import Config
 from emodist.models.base import Describer, Labeler
 
 
+def build_models(cfg: Config) -> tuple[Describer | None, Labeler]:
+    """Both models for one actor; one loaded VLM serves both when they are the same."""
+    if cfg.uses_descriptions and cfg.labeler.backend == "transformers" and cfg.shares_model:
+        from emodist.models.hf import HFVLM, HFDescriber, HFLabeler
+
+        lab = cfg.labeler
+        vlm = HFVLM(lab.model, lab.device, lab.dtype)
+        return HFDescriber(cfg.describer, vlm=vlm), HFLabeler(lab, cfg.mode, cfg.label_names, cfg.run.seed, vlm=vlm)
+    return build_describer(cfg), build_labeler(cfg)
+
+
 def build_describer(cfg: Config) -> Describer | None:
     d = cfg.describer
     if not cfg.uses_descriptions:

@@ -7,7 +7,7 @@ import numpy as np
 
 from emodist import schema as col
 from emodist.config import Config
-from emodist.models.base import Gap
+from emodist.models.base import Describer, Gap
 from emodist.plan import KEYFRAME
 from emodist.stages.base import Batch, Stage, object_column
 
@@ -26,12 +26,12 @@ class DescribeStage(Stage):
     required = {col.CLIP_ID: "str", col.URI: "str", col.FRAMES: "uint8 (N,H,W,3)",
                 col.FRAME_TS: "float64 (N,)", col.FRAME_GAP: "int32 (N,)"}
 
-    def __init__(self, cfg: Config, keep_all_frames: bool = False):
+    def __init__(self, cfg: Config, keep_all_frames: bool = False, describer: Describer | None = None):
         from emodist.models.registry import build_describer
 
         self.cfg = cfg
         self.keep_all_frames = keep_all_frames
-        self.describer = build_describer(cfg)
+        self.describer = describer if describer is not None else build_describer(cfg)
 
     def process(self, batch: Batch, rows: np.ndarray) -> Batch:
         n = len(batch[col.CLIP_ID])
@@ -44,13 +44,14 @@ class DescribeStage(Stage):
         spans: list[list[list[float]]] = [[[g.start_s, g.end_s] for g in gaps.get(i, [])] for i in range(n)]
 
         def describe(sub: np.ndarray) -> None:
-            todo = [g for i in sub for g in gaps[int(i)]]
+            # A gap with no in-between frames (plan.inbetween_per_gap=0) has nothing to describe.
+            todo = [g for i in sub for g in gaps[int(i)] if len(g.frames)]
             texts = self.describer.describe(todo) if todo else []
             if len(texts) != len(todo):
                 raise RuntimeError(f"describer returned {len(texts)} texts for {len(todo)} gaps; please report")
             it = iter(texts)
             for i in sub:
-                descriptions[int(i)] = [next(it) for _ in gaps[int(i)]]
+                descriptions[int(i)] = [next(it) if len(g.frames) else "" for g in gaps[int(i)]]
 
         if self.describer is not None:
             self.run_isolated(batch, rows, describe)
@@ -61,3 +62,19 @@ class DescribeStage(Stage):
             for c in (col.FRAMES, col.FRAME_TS, col.FRAME_GAP):
                 batch[c] = object_column([batch[c][i][keep[i]] for i in range(n)])
         return batch
+
+
+class DescribeLabelStage:
+    """Describe and label in one actor: one model copy when both use the same model,
+    and no idle actor when there is nothing to describe (config `run.share_model`)."""
+
+    def __init__(self, cfg: Config, keep_all_frames: bool = False):
+        from emodist.models.registry import build_models
+        from emodist.stages.label import LabelStage
+
+        describer, labeler = build_models(cfg)
+        self.describe = DescribeStage(cfg, keep_all_frames, describer=describer)
+        self.label = LabelStage(cfg, labeler=labeler)
+
+    def __call__(self, batch: Batch) -> Batch:
+        return self.label(self.describe(batch))

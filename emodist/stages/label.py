@@ -7,7 +7,7 @@ import numpy as np
 
 from emodist import schema as col
 from emodist.config import Config
-from emodist.models.base import ClipInput
+from emodist.models.base import ClipInput, Labeler
 from emodist.models.scoring import parse_answer
 from emodist.plan import KEYFRAME
 from emodist.stages.base import Batch, Stage, object_column
@@ -21,12 +21,12 @@ class LabelStage(Stage):
                 col.FRAME_TS: "float64 (N,)", col.FRAME_GAP: "int32 (N,)",
                 col.DESCRIPTIONS: "list[str]", col.GAP_SPANS: "list[[start, end]]"}
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, labeler: Labeler | None = None):
         from emodist.models.registry import build_labeler
 
         self.cfg = cfg
         self.labels = cfg.label_names
-        self.labeler = build_labeler(cfg)
+        self.labeler = labeler if labeler is not None else build_labeler(cfg)
         self.debias = _RowDebias(cfg, self.labeler)
 
     def _clip(self, batch: Batch, i: int) -> ClipInput:
