@@ -44,8 +44,12 @@ def run(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set decode.width=336.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    retry_failures: Annotated[bool, typer.Option("--retry-failures", help="Run only the clips of OUTPUT's failure rows again.")] = False,
 ) -> None:
-    """Label every clip of INPUT; one prediction row per clip, one failure row per clip that failed."""
+    """Label every clip of INPUT; one prediction row per clip, one failure row per clip that failed.
+
+    Rerunning the same command with the same OUTPUT resumes: clips that already have a
+    prediction or failure row are skipped."""
     from emodist.config import ConfigError, load_config
     from emodist.sources import SourceError
 
@@ -56,13 +60,14 @@ def run(
     from emodist.pipeline import run as run_pipeline
 
     try:
-        summary = run_pipeline(cfg, input, output, progress=not quiet)
+        summary = run_pipeline(cfg, input, output, progress=not quiet, retry_failures=retry_failures)
     except SourceError as exc:
         _fail(str(exc))
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
         f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
         + (f" (see {output}/failures/)" if summary.failed else "")
+        + (f"; {summary.skipped_done} already done, skipped" if summary.skipped_done else "")
     )
     if summary.labeled:
         _print_table(Path(output) if "://" not in output else None)

@@ -115,12 +115,22 @@ class InputConfig(_Strict):
     max_frames: int = Field(500_000, ge=1, description="Most frames a clip may declare.")
 
 
+class FaultConfig(_Strict):
+    """Test-only fault injection: make one stage fail once, to prove nothing is lost."""
+
+    stage: Literal["decode", "describe", "label"] | None = Field(None, description="Stage to fail; None = no fault.")
+    kind: Literal["exit", "raise"] = Field("exit", description="exit: the actor process dies (Ray restarts it and retries its batch); raise: the model call raises (its clips become failure rows).")
+    after_batches: int = Field(1, ge=0, description="Batches the actor handles before the fault.")
+    marker: str = Field("", description="File created when the fault fires; while it exists the fault does not fire again.")
+
+
 class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
     part_rows: int = Field(256, ge=1, description="Rows per committed Parquet part (smaller = less lost on a crash).")
     share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
+    fault: FaultConfig = Field(FaultConfig(), description="Test-only fault injection.")
 
 
 class Config(_Strict):

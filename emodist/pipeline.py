@@ -21,6 +21,8 @@ import pyarrow as pa
 from emodist import schema as col
 from emodist.config import Config, StageResources
 from emodist.models.prompts import PROMPT_VERSION
+from emodist.resume import (PRIOR_ATTEMPTS, count_rows, finish_retry, finished_parts, retry_dataset,
+                            skip_finished, take_failures_for_retry)
 from emodist.sources import list_clips
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeLabelStage, DescribeStage
@@ -33,12 +35,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunSummary:
     output: str
-    clips: int = 0
+    clips: int = 0  # clips this run processed (labeled + failed)
     labeled: int = 0
     failed: int = 0
+    skipped_done: int = 0  # rows already in the output before this run (resume)
+    duplicates: int = 0  # repeated clip ids in the input, written once
     seconds: float = 0.0
     clips_per_s: float = 0.0
     failures_by_stage: dict[str, int] = field(default_factory=dict)
+    # per stage: summed busy seconds, and clips/s of one actor of that stage
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_clips_per_s_per_actor: dict[str, float] = field(default_factory=dict)
+    retry: bool = False
     config_hash: str = ""
 
 
@@ -69,14 +77,17 @@ def _stage(ds, stage_cls, res: StageResources, **kwargs):
     )
 
 
-def build_dataset(cfg: Config, clips: pa.Table):
-    """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
+def clips_dataset(cfg: Config, clips: pa.Table):
+    """The listing as a Ray dataset in blocks of one decode batch (so actors share work)."""
     import ray
 
     block = max(1, cfg.decode.batch_size)
-    blocks = [clips.slice(s, block) for s in range(0, clips.num_rows, block)]
-    ds = ray.data.from_arrow(blocks)
-    ds = _stage(ds, DecodeStage, cfg.decode, cfg=cfg)
+    return ray.data.from_arrow([clips.slice(s, block) for s in range(0, clips.num_rows, block)])
+
+
+def build_dataset(cfg: Config, clips):
+    """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
+    ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
     wants_all = cfg.labeler.backend == "specialist"
     if cfg.shares_model:
         return _stage(ds, DescribeLabelStage, cfg.labeler, cfg=cfg, keep_all_frames=wants_all)
@@ -89,17 +100,17 @@ def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]
     describer = cfg.describer.model if cfg.uses_descriptions else ""
     for i in range(len(batch[col.CLIP_ID])):
         base = {col.CLIP_ID: str(batch[col.CLIP_ID][i]), col.URI: str(batch[col.URI][i]),
-                col.CONFIG_HASH: digest}
+                col.REF_LABEL: str(batch[col.REF_LABEL][i]), col.CONFIG_HASH: digest}
         if batch[col.ERROR_STAGE][i]:
+            prior = int(batch[PRIOR_ATTEMPTS][i]) if PRIOR_ATTEMPTS in batch else 0
             fails.append(base | {
                 col.ERROR_STAGE: str(batch[col.ERROR_STAGE][i]),
                 col.ERROR_TYPE: str(batch[col.ERROR_TYPE][i]),
                 col.ERROR_MESSAGE: str(batch[col.ERROR_MESSAGE][i]),
-                col.ATTEMPTS: 1,
+                col.ATTEMPTS: prior + int(batch[col.ATTEMPTS][i]) if col.ATTEMPTS in batch else prior + 1,
             })
             continue
         preds.append(base | {
-            col.REF_LABEL: str(batch[col.REF_LABEL][i]),
             col.LABEL: str(batch[col.LABEL][i]),
             col.LABEL_NAMES: list(cfg.label_names),
             col.PROBS: np.asarray(batch[col.PROBS][i]).tolist(),
@@ -122,32 +133,71 @@ def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]
     return preds, fails
 
 
-def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True) -> RunSummary:
-    """Label every clip of `input_uri`; rows land under `output_uri`."""
+def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
+        retry_failures: bool = False) -> RunSummary:
+    """Label every clip of `input_uri` not yet in `output_uri`; rows land under
+    `output_uri` in parts as they come, so a rerun resumes where a crash left off.
+    With `retry_failures`, only the clips of earlier failure rows are run again."""
+    import ray
+
     t0 = time.perf_counter()
-    clips = list_clips(input_uri)
     digest = cfg.digest()
-    summary = RunSummary(output=output_uri, clips=clips.num_rows, config_hash=digest)
+    summary = RunSummary(output=output_uri, config_hash=digest, retry=retry_failures)
     init_ray(cfg)
+    if retry_failures:
+        aside = take_failures_for_retry(output_uri)
+        if not aside:
+            return _finish(summary, output_uri, t0)
+        clips = retry_dataset(aside)
+        expected = count_rows(aside)
+    else:
+        listing = list_clips(input_uri)
+        clips, expected = clips_dataset(cfg, listing), listing.num_rows
+    finished = finished_parts(output_uri)
+    summary.skipped_done = count_rows(finished)
+    if finished:
+        partitions = max(2, int(ray.cluster_resources().get("CPU", 2)))
+        clips = skip_finished(clips, output_uri, finished, partitions).repartition(
+            target_num_rows_per_block=max(1, cfg.decode.batch_size))
+    total = max(0, expected - (0 if retry_failures else summary.skipped_done))
     preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows)
     fails = PartWriter(posixpath.join(output_uri, "failures"), col.FAILURES, cfg.run.part_rows,
                        run_id=preds.run_id)
-    ds = build_dataset(cfg, clips)
-    with _progress(progress, clips.num_rows) as advance:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    seen: set[str] = set()  # ids written by this run: a repeated input id is written once
+    busy = {s: 0.0 for s in ("decode", "describe", "label")}
+    with _progress(progress, total) as advance:
+        for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
             p, f = _rows(batch, cfg, digest)
-            preds.add(p)
-            fails.add(f)
-            for row in f:
+            fresh_p = [r for r in p if r[col.CLIP_ID] not in seen]
+            seen.update(r[col.CLIP_ID] for r in fresh_p)
+            fresh_f = [r for r in f if r[col.CLIP_ID] not in seen]
+            seen.update(r[col.CLIP_ID] for r in fresh_f)
+            summary.duplicates += len(p) + len(f) - len(fresh_p) - len(fresh_f)
+            preds.add(fresh_p)
+            fails.add(fresh_f)
+            for row in fresh_f:
                 stage = row[col.ERROR_STAGE]
                 summary.failures_by_stage[stage] = summary.failures_by_stage.get(stage, 0) + 1
-            advance(len(p), len(f))
+            for s in busy:
+                busy[s] += float(np.sum(batch[f"t_{s}_s"]))
+            advance(len(fresh_p), len(fresh_f))
     preds.flush()
     fails.flush()
+    if retry_failures:
+        finish_retry(output_uri)
     summary.labeled, summary.failed = preds.written, fails.written
+    summary.clips = summary.labeled + summary.failed
+    summary.stage_seconds = {s: round(v, 3) for s, v in busy.items()}
+    summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in busy.items() if v > 0}
+    return _finish(summary, output_uri, t0)
+
+
+def _finish(summary: RunSummary, output_uri: str, t0: float) -> RunSummary:
     summary.seconds = time.perf_counter() - t0
     summary.clips_per_s = summary.clips / summary.seconds if summary.seconds else 0.0
-    with fsspec.open(posixpath.join(output_uri, "summary.json"), "w") as fh:
+    fs, root = fsspec.core.url_to_fs(output_uri)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(posixpath.join(root, "summary.json"), "w") as fh:
         json.dump(asdict(summary), fh, indent=2)
     return summary
 

@@ -82,6 +82,7 @@ FAILURES = pa.schema(
     [
         (CLIP_ID, pa.string()),
         (URI, pa.string()),
+        (REF_LABEL, pa.string()),
         (ERROR_STAGE, pa.string()),
         (ERROR_TYPE, pa.string()),
         (ERROR_MESSAGE, pa.string()),

@@ -92,7 +92,8 @@ def mixed_dir(tmp_path_factory, clips_dir, bad_files) -> Path:
 def ray_local(emodist_cache):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    # address="local": never attach to a cluster another test started with `ray start`.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -102,3 +103,15 @@ def small_config(*overrides: str):
     """The default config with resources that fit 2 CPUs."""
     base = ["decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"]
     return load_config(None, base + list(overrides))
+
+
+def rows_by_clip(out: Path) -> dict[str, list[str]]:
+    """clip_id -> ['prediction' | 'failure', ...] over everything committed in `out`."""
+    import pyarrow.dataset as pads
+
+    seen: dict[str, list[str]] = {}
+    for sub, kind in (("predictions", "prediction"), ("failures", "failure")):
+        if (out / sub).exists() and any((out / sub).glob("part-*.parquet")):
+            for cid in pads.dataset(out / sub).to_table(columns=["clip_id"]).column(0).to_pylist():
+                seen.setdefault(cid, []).append(kind)
+    return seen

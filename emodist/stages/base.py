@@ -63,8 +63,28 @@ def mark_failed(batch: Batch, i: int, stage: str, exc: BaseException) -> None:
     log.warning("%s failed for %s: %s", stage, uri, msg)
 
 
+def maybe_fault(cfg, stage: str, batches_seen: int) -> None:
+    """Test-only: fire the configured fault once (run.fault), if it is this stage's turn."""
+    import os
+
+    fault = cfg.run.fault
+    if fault.stage != stage or batches_seen < fault.after_batches or not fault.marker:
+        return
+    try:
+        fd = os.open(fault.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fires once, even across actors
+    except FileExistsError:
+        return
+    os.close(fd)
+    if fault.kind == "exit":
+        log.warning("%s: injected fault: actor exits", stage)
+        os._exit(1)
+    raise RuntimeError(f"{stage}: injected fault (run.fault)")
+
+
 class Stage:
     """Base of the pipeline's stage UDFs."""
+
+    batches_seen = 0
 
     name: ClassVar[str]
     # {column: description} the stage reads; checked on every batch.
@@ -78,6 +98,10 @@ class Stage:
                 "the stages are wired in the wrong order; please report"
             )
         batch = ensure_error_columns(batch)
+        cfg = getattr(self, "cfg", None)
+        if cfg is not None and cfg.run.fault.kind == "exit":
+            maybe_fault(cfg, self.name, self.batches_seen)
+        self.batches_seen += 1
         t0 = time.perf_counter()
         batch = self.process(batch, ok_rows(batch))
         seconds = time.perf_counter() - t0
@@ -96,8 +120,15 @@ class Stage:
         bad clip fails alone instead of taking its batch with it."""
         if len(rows) == 0:
             return
+
+        def call(sub: np.ndarray) -> None:
+            cfg = getattr(self, "cfg", None)
+            if cfg is not None and cfg.run.fault.kind == "raise":
+                maybe_fault(cfg, self.name, self.batches_seen - 1)
+            fn(sub)
+
         try:
-            fn(rows)
+            call(rows)
             return
         except Exception as exc:  # noqa: BLE001 - isolated per clip below
             if len(rows) == 1:
@@ -105,6 +136,6 @@ class Stage:
                 return
         for i in rows:
             try:
-                fn(np.array([i]))
+                call(np.array([i]))
             except Exception as exc:  # noqa: BLE001
                 mark_failed(batch, int(i), self.name, exc)

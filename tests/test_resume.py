@@ -1,0 +1,69 @@
+"""Resume, retry of failures, and faults injected into model actors."""
+import shutil
+
+import pyarrow.dataset as pads
+
+from emodist import pipeline
+from tests.conftest import rows_by_clip, small_config
+
+
+def manifest(path, uris):
+    path.write_text("uri,label\n" + "".join(f"{u},happy\n" for u in uris))
+    return str(path)
+
+
+def test_rerun_skips_finished_clips_and_writes_none_twice(ray_local, tiny_vlm, clips_dir, tmp_path):
+    uris = [str(clips_dir / f"clip_{i:05d}.mp4") for i in range(6)]
+    out = tmp_path / "out"
+    cfg = small_config("mode=sparse", "run.part_rows=2")
+    first = pipeline.run(cfg, manifest(tmp_path / "a.csv", uris[:2]), str(out), progress=False)
+    assert (first.labeled, first.skipped_done) == (2, 0)
+    second = pipeline.run(cfg, manifest(tmp_path / "b.csv", uris + uris[:1]), str(out), progress=False)
+    assert (second.labeled, second.failed, second.skipped_done) == (4, 0, 2)
+    third = pipeline.run(cfg, str(tmp_path / "b.csv"), str(out), progress=False)
+    assert (third.labeled, third.skipped_done) == (0, 6)
+    rows = rows_by_clip(out)
+    assert sorted(rows) == [f"clip_{i:05d}" for i in range(6)]
+    assert all(v == ["prediction"] for v in rows.values())
+
+
+def test_retry_failures_reruns_only_failed_clips_and_counts_attempts(ray_local, tiny_vlm, clips_dir, bad_files, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in [clips_dir / "clip_00000.mp4", bad_files["zero"], bad_files["text"]]:
+        shutil.copy(p, src / p.name)
+    out = tmp_path / "out"
+    cfg = small_config("mode=sparse")
+    s = pipeline.run(cfg, str(src), str(out), progress=False)
+    assert (s.labeled, s.failed) == (1, 2)
+    shutil.copy(clips_dir / "clip_00001.mp4", src / "zero.mp4")  # the user fixes one file
+    r = pipeline.run(cfg, str(src), str(out), progress=False, retry_failures=True)
+    assert (r.labeled, r.failed, r.clips) == (1, 1, 2)
+    rows = rows_by_clip(out)
+    assert rows == {"clip_00000": ["prediction"], "zero": ["prediction"], "notes": ["failure"]}
+    fail = pads.dataset(out / "failures").to_table().to_pylist()[0]
+    assert fail["attempts"] == 2 and "not a readable video" in fail["error_message"]
+    assert not list((out / "failures" / "_retried").glob("*.parquet"))
+
+
+def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm, clips_dir, tmp_path):
+    marker = tmp_path / "fault-fired"
+    cfg = small_config("mode=sparse", "labeler.batch_size=2", "decode.batch_size=2",
+                       "run.fault.stage=label", "run.fault.kind=exit", "run.fault.after_batches=1",
+                       f"run.fault.marker={marker}")
+    s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
+    assert marker.exists()  # the fault really fired
+    assert (s.labeled, s.failed) == (10, 0)
+    rows = rows_by_clip(tmp_path / "out")
+    assert len(rows) == 10 and all(v == ["prediction"] for v in rows.values())
+
+
+def test_model_call_that_raises_fails_no_clip_silently(ray_local, tiny_vlm, clips_dir, tmp_path):
+    marker = tmp_path / "fault-fired"
+    cfg = small_config("mode=sparse", "run.fault.stage=label", "run.fault.kind=raise",
+                       f"run.fault.marker={marker}")
+    s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
+    assert marker.exists()
+    rows = rows_by_clip(tmp_path / "out")
+    assert len(rows) == 10 and all(len(v) == 1 for v in rows.values())
+    assert s.labeled + s.failed == 10
