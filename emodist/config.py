@@ -55,6 +55,10 @@ class StageResources(_Strict):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (fractions share a GPU).")
     batch_size: int = Field(4, ge=1, description="Clips per batch handed to an actor.")
 
+    @property
+    def gpus_per_actor(self) -> float:
+        return self.num_gpus
+
 
 class DecodeConfig(StageResources):
     num_cpus: float = Field(1.0, gt=0, description="CPUs per decode actor (decode is CPU-bound).")
@@ -62,6 +66,15 @@ class DecodeConfig(StageResources):
     height: int = Field(224, ge=16, le=4096, description="Frame height after resizing at decode time.")
     fit: Literal["pad", "crop", "stretch"] = Field("pad", description="How to fit the aspect ratio: letterbox, center-crop or stretch.")
     threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 lets FFmpeg choose.")
+
+
+class FaceConfig(StageResources):
+    """Optional face detection and crop (MTCNN) between decode and the model stages."""
+
+    enabled: bool = Field(False, description="Crop every frame to the clip's face before describing and labeling.")
+    margin: float = Field(0.05, ge=0, le=1, description="Share of the face box added on each side (tight crops read expressions best).")
+    size: int = Field(224, ge=32, le=1024, description="Side of the square crop, in pixels.")
+    on_missing: Literal["fail", "flag"] = Field("fail", description="A clip with no face: a failure row (reason no_face), or labeled on the whole frame with face_ratio 0.")
 
 
 class ModelConfig(StageResources):
@@ -78,6 +91,13 @@ class ModelConfig(StageResources):
     max_model_len: int | None = Field(None, ge=256, description="vLLM: context length; None = the model's own.")
     max_images_per_prompt: int = Field(24, ge=1, description="vLLM: images one prompt may carry (limit_mm_per_prompt).")
 
+    @property
+    def gpus_per_actor(self) -> float:
+        """A vLLM engine on GPU spans tensor_parallel_size GPUs; ask Ray for all of them."""
+        if self.backend == "vllm" and self.device != "cpu":
+            return max(self.num_gpus, float(self.tensor_parallel_size))
+        return self.num_gpus
+
 
 class DescriberConfig(ModelConfig):
     """MSCE stage 1: one description of the motion per gap."""
@@ -88,6 +108,7 @@ class LabelerConfig(ModelConfig):
 
     permutations: int = Field(1, ge=1, le=24, description="Label-order permutations averaged at inference (1 = the configured order only).")
     debias: Literal["none", "contextual", "logit_adjust"] = Field("none", description="Per-row debiasing stored next to the raw distribution: contextual divides by the distribution for a content-free input (gray frames, empty descriptions) of the same prompt shape; logit_adjust subtracts tau*log(prior). Batch calibration needs the whole run: `emodist eval` computes it.")
+    aggregate: Literal["mean", "peak"] = Field("mean", description="Specialist labeler: mean of per-frame probabilities, or peak (frames far from neutral weigh more).")
     answer_tokens: int = Field(0, ge=0, le=64, description="If > 0, also let the model write up to this many tokens of answer, stored as `answer` (the distribution still comes from the option log-probabilities).")
     prior: list[float] | None = Field(None, description="Class prior for logit_adjust, in label order (else uniform).")
     tau: float = Field(1.0, ge=0, description="Strength of logit adjustment.")
@@ -107,6 +128,8 @@ class StorageConfig(_Strict):
 class InputConfig(_Strict):
     """How inputs are read, and the limits that keep untrusted input from exhausting memory."""
 
+    format: Literal["auto", "videos", "manifest", "split", "frames", "webdataset"] = Field("auto", description="What the input is. auto: by suffix (.tar shards, .csv/.parquet/.jsonl manifests, .txt split files; a .csv without a 'uri' header whose lines read 'path [num_frames] label' is a split file) and, for folders, by what they hold (videos, frame folders, or shards).")
+    root: str | None = Field(None, description="Folder (or URI) that relative paths in manifests and split files resolve against; None = the file's own folder.")
     frame_folder_fps: float = Field(25.0, gt=0, description="Frame rate of clips stored as folders of images.")
     max_file_mb: float = Field(2048, gt=0, description="Largest video file accepted, in MiB.")
     max_width: int = Field(7680, ge=16, description="Widest video accepted, in pixels.")
@@ -138,6 +161,7 @@ class Config(_Strict):
     labels: str | list[str] = Field("dfew", description="'dfew', 'ferv39k', 'mafw' or a list of labels.")
     plan: PlanConfig = PlanConfig()
     decode: DecodeConfig = DecodeConfig()
+    face: FaceConfig = FaceConfig()
     describer: DescriberConfig = DescriberConfig()
     labeler: LabelerConfig = LabelerConfig()
     input: InputConfig = InputConfig()
@@ -170,7 +194,7 @@ class Config(_Strict):
     def digest(self) -> str:
         """Hash of what decides the labels (not resources or addresses)."""
         d = self.model_dump(mode="json")
-        for section in ("decode", "describer", "labeler"):
+        for section in ("decode", "face", "describer", "labeler"):
             for k in StageResources.model_fields:
                 d[section].pop(k, None)
         for section in ("run", "storage"):

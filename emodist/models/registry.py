@@ -28,7 +28,8 @@ def build_describer(cfg: Config) -> Describer | None:
     if d.backend == "specialist":
         from emodist.models.specialist import TrajectoryDescriber
 
-        return TrajectoryDescriber()
+        # Frames arrive cropped when the face stage ran; otherwise the specialist crops.
+        return TrajectoryDescriber(face_crop=not cfg.face.enabled, device=_device(d.device))
     if d.backend == "vllm":
         from emodist.models.vllm_backend import VLLMDescriber
 
@@ -45,9 +46,17 @@ def build_labeler(cfg: Config) -> Labeler:
     if lab.backend == "specialist":
         from emodist.models.specialist import AggregateLabeler
 
-        return AggregateLabeler()
+        return AggregateLabeler(aggregate=lab.aggregate, face_crop=not cfg.face.enabled, device=_device(lab.device))
     if lab.backend == "vllm":
         from emodist.models.vllm_backend import VLLMLabeler
 
         return VLLMLabeler(lab, cfg.mode, cfg.label_names, cfg.run.seed)
     raise ValueError(f"labeler.backend={lab.backend!r} cannot label; use transformers, vllm or specialist")
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,14 +16,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emodist import schema as col
+from emodist.errors import ClipError  # noqa: F401 - re-exported for stages
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
 
 
-class ClipError(Exception):
-    """A problem with one clip's input: the message says what and how to fix it."""
+def set_torch_threads(num_cpus: float) -> None:
+    """One torch thread per CPU the actor was given: more threads than cores spin."""
+    import torch
+
+    torch.set_num_threads(max(1, int(num_cpus)))
 
 
 def object_column(values: list[Any]) -> np.ndarray:

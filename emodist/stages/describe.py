@@ -9,7 +9,7 @@ from emodist import schema as col
 from emodist.config import Config
 from emodist.models.base import Describer, Gap
 from emodist.plan import KEYFRAME
-from emodist.stages.base import Batch, Stage, object_column
+from emodist.stages.base import Batch, Stage, object_column, set_torch_threads
 
 
 def gaps_of(clip_id: str, frames: np.ndarray, ts: np.ndarray, gap: np.ndarray) -> list[Gap]:
@@ -31,7 +31,10 @@ class DescribeStage(Stage):
 
         self.cfg = cfg
         self.keep_all_frames = keep_all_frames
-        self.describer = describer if describer is not None else build_describer(cfg)
+        if describer is None:
+            set_torch_threads(cfg.describer.num_cpus)
+            describer = build_describer(cfg)
+        self.describer = describer
 
     def process(self, batch: Batch, rows: np.ndarray) -> Batch:
         n = len(batch[col.CLIP_ID])
@@ -56,6 +59,8 @@ class DescribeStage(Stage):
         if self.describer is not None:
             self.run_isolated(batch, rows, describe)
         batch[col.DESCRIPTIONS] = object_column(descriptions)
+        model_id = getattr(self.describer, "model_id", "") if self.describer is not None else ""
+        batch[col.DESCRIBER_MODEL] = np.full(n, model_id, dtype=object)
         batch[col.GAP_SPANS] = object_column(spans)
         if not self.keep_all_frames:
             keep = [batch[col.FRAME_GAP][i] == KEYFRAME for i in range(n)]
@@ -72,6 +77,7 @@ class DescribeLabelStage:
         from emodist.models.registry import build_models
         from emodist.stages.label import LabelStage
 
+        set_torch_threads(cfg.labeler.num_cpus)
         describer, labeler = build_models(cfg)
         self.describe = DescribeStage(cfg, keep_all_frames, describer=describer)
         self.label = LabelStage(cfg, labeler=labeler)

@@ -10,7 +10,7 @@ from emodist.config import Config
 from emodist.models.base import ClipInput, Labeler
 from emodist.models.scoring import parse_answer
 from emodist.plan import KEYFRAME
-from emodist.stages.base import Batch, Stage, object_column
+from emodist.stages.base import Batch, Stage, object_column, set_torch_threads
 
 DROP = (col.FRAMES, col.FRAME_TS, col.FRAME_GAP)
 
@@ -26,7 +26,10 @@ class LabelStage(Stage):
 
         self.cfg = cfg
         self.labels = cfg.label_names
-        self.labeler = labeler if labeler is not None else build_labeler(cfg)
+        if labeler is None:
+            set_torch_threads(cfg.labeler.num_cpus)
+            labeler = build_labeler(cfg)
+        self.labeler = labeler
         self.debias = _RowDebias(cfg, self.labeler)
 
     def _clip(self, batch: Batch, i: int) -> ClipInput:
@@ -62,6 +65,7 @@ class LabelStage(Stage):
             [self.labels[int(np.argmax(p))] if ok[i] else "" for i, p in enumerate(debiased)], dtype=object
         )
         batch[col.ANSWER] = np.array(answers, dtype=object)
+        batch[col.LABELER_MODEL] = np.full(n, self.labeler.model_id, dtype=object)
         batch[col.ANSWER_LABEL] = np.array([parse_answer(a, self.labels) for a in answers], dtype=object)
         batch[col.KEYFRAME_TS] = object_column(
             [batch[col.FRAME_TS][i][batch[col.FRAME_GAP][i] == KEYFRAME] for i in range(n)]
