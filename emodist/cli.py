@@ -61,7 +61,7 @@ def run(
 
     try:
         summary = run_pipeline(cfg, input, output, progress=not quiet, retry_failures=retry_failures)
-    except SourceError as exc:
+    except (SourceError, ConfigError) as exc:
         _fail(str(exc))
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "

