@@ -39,10 +39,11 @@ def synth(
 
 @app.command()
 def run(
-    input: Annotated[str, typer.Option("--input", "-i", help="Folder, glob, or manifest (csv/parquet/jsonl with a 'uri' column).")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Folder, glob, manifest (csv/parquet/jsonl with a 'uri' column), split file, folder of frame folders, or tar shards; local or s3://.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder: predictions/, failures/, summary.json.")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set decode.width=336.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="auto, videos, manifest, split (DFEW/FERV39k/MAFW split files), frames (folders of images) or webdataset (tar shards); same as --set input.format=...")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     retry_failures: Annotated[bool, typer.Option("--retry-failures", help="Run only the clips of OUTPUT's failure rows again.")] = False,
 ) -> None:
@@ -54,7 +55,7 @@ def run(
     from emodist.sources import SourceError
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, (set_ or []) + ([f"input.format={input_format}"] if input_format else []))
     except ConfigError as exc:
         _fail(str(exc))
     from emodist.pipeline import run as run_pipeline

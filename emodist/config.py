@@ -148,7 +148,7 @@ class FaultConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray.")
+    ray_address: str | None = Field(None, description="Ray cluster address ('auto': the cluster started with `ray start` on this machine); None starts a new local Ray (under `ray job submit`, the job's cluster).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
     part_rows: int = Field(256, ge=1, description="Rows per committed Parquet part (smaller = less lost on a crash).")
     share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
@@ -199,6 +199,9 @@ class Config(_Strict):
                 d[section].pop(k, None)
         for section in ("run", "storage"):
             d.pop(section)
+        # Of the input section only the frame rate of frame folders changes labels;
+        # formats, roots and limits decide what is read, not how it is labeled.
+        d["input"] = {"frame_folder_fps": d["input"]["frame_folder_fps"]}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,17 +20,20 @@ import numpy as np
 import pyarrow as pa
 
 from emodist import schema as col
-from emodist.config import Config, StageResources
+from emodist import storage
+from emodist.config import Config, StageResources, resolve_devices
 from emodist.models.prompts import PROMPT_VERSION
 from emodist.resume import (PRIOR_ATTEMPTS, count_rows, finish_retry, finished_parts, retry_dataset,
                             skip_finished, take_failures_for_retry)
-from emodist.sources import list_clips
+from emodist.sources import open_source
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeLabelStage, DescribeStage
+from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
 from emodist.writer import PartWriter
 
 log = logging.getLogger(__name__)
+STAGES = ("decode", "face", "describe", "label")
 
 
 @dataclass
@@ -55,12 +59,17 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    if cfg.run.ray_address:
-        ray.init(address=cfg.run.ray_address, logging_level=logging.WARNING)
+    if cfg.run.ray_address or os.environ.get("RAY_ADDRESS"):
+        # Under `ray job submit` RAY_ADDRESS names the cluster the job runs on;
+        # run.ray_address='auto' attaches to a cluster started with `ray start` here.
+        ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    # Our own progress bar replaces Ray Data's per-operator bars.
+        # A new local Ray, even if another cluster runs on this machine.
+        ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
+                 logging_level=logging.WARNING)
+    # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _stage(ds, stage_cls, res: StageResources, **kwargs):
@@ -71,7 +80,7 @@ def _stage(ds, stage_cls, res: StageResources, **kwargs):
         fn_constructor_kwargs=kwargs,
         compute=ray.data.ActorPoolStrategy(size=res.actors),
         num_cpus=res.num_cpus,
-        num_gpus=res.num_gpus or None,
+        num_gpus=res.gpus_per_actor or None,
         batch_size=res.batch_size,
         batch_format="numpy",
     )
@@ -88,6 +97,8 @@ def clips_dataset(cfg: Config, clips: pa.Table):
 def build_dataset(cfg: Config, clips):
     """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
     ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
+    if cfg.face.enabled:
+        ds = _stage(ds, FaceStage, cfg.face, cfg=cfg)
     wants_all = cfg.labeler.backend == "specialist"
     if cfg.shares_model:
         return _stage(ds, DescribeLabelStage, cfg.labeler, cfg=cfg, keep_all_frames=wants_all)
@@ -97,7 +108,6 @@ def build_dataset(cfg: Config, clips):
 
 def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]]:
     preds, fails = [], []
-    describer = cfg.describer.model if cfg.uses_descriptions else ""
     for i in range(len(batch[col.CLIP_ID])):
         base = {col.CLIP_ID: str(batch[col.CLIP_ID][i]), col.URI: str(batch[col.URI][i]),
                 col.REF_LABEL: str(batch[col.REF_LABEL][i]), col.CONFIG_HASH: digest}
@@ -126,9 +136,10 @@ def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]
             col.DECODE_DEVICE: str(batch[col.DECODE_DEVICE][i]),
             col.MODE: cfg.mode,
             col.PROMPT_VERSION: PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom",
-            col.DESCRIBER_MODEL: describer,
-            col.LABELER_MODEL: cfg.labeler.model,
-            col.TIMINGS: {s: float(batch[f"t_{s}_s"][i]) for s in ("decode", "describe", "label")},
+            col.FACE_RATIO: float(batch[col.FACE_RATIO][i]) if col.FACE_RATIO in batch else float("nan"),
+            col.DESCRIBER_MODEL: str(batch[col.DESCRIBER_MODEL][i]),
+            col.LABELER_MODEL: str(batch[col.LABELER_MODEL][i]),
+            col.TIMINGS: {s: float(batch[f"t_{s}_s"][i]) if f"t_{s}_s" in batch else 0.0 for s in STAGES},
         })
     return preds, fails
 
@@ -138,12 +149,17 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     """Label every clip of `input_uri` not yet in `output_uri`; rows land under
     `output_uri` in parts as they come, so a rerun resumes where a crash left off.
     With `retry_failures`, only the clips of earlier failure rows are run again."""
-    import ray
-
     t0 = time.perf_counter()
     digest = cfg.digest()
     summary = RunSummary(output=output_uri, config_hash=digest, retry=retry_failures)
+    storage.set_fsspec_defaults(cfg)
+    # Before Ray starts: can the input be read (and in what format), the output written?
+    source = None if retry_failures else open_source(input_uri, cfg)
+    storage.check_writable(output_uri, cfg)
     init_ray(cfg)
+    import ray
+
+    cfg = resolve_devices(cfg, ray.cluster_resources().get("GPU", 0))
     if retry_failures:
         aside = take_failures_for_retry(output_uri)
         if not aside:
@@ -151,20 +167,18 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         clips = retry_dataset(aside)
         expected = count_rows(aside)
     else:
-        listing = list_clips(input_uri)
-        clips, expected = clips_dataset(cfg, listing), listing.num_rows
+        clips, expected = source.dataset(), source.count  # count: None when streamed
     finished = finished_parts(output_uri)
     summary.skipped_done = count_rows(finished)
-    if finished:
-        partitions = max(2, int(ray.cluster_resources().get("CPU", 2)))
-        clips = skip_finished(clips, output_uri, finished, partitions).repartition(
-            target_num_rows_per_block=max(1, cfg.decode.batch_size))
-    total = max(0, expected - (0 if retry_failures else summary.skipped_done))
-    preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows)
+    clips = skip_finished(clips, finished)
+    total = None if expected is None else max(0, expected - (0 if retry_failures else summary.skipped_done))
+    opts = storage.storage_options(cfg, output_uri)
+    preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows,
+                       storage_options=opts)
     fails = PartWriter(posixpath.join(output_uri, "failures"), col.FAILURES, cfg.run.part_rows,
-                       run_id=preds.run_id)
+                       run_id=preds.run_id, storage_options=opts)
     seen: set[str] = set()  # ids written by this run: a repeated input id is written once
-    busy = {s: 0.0 for s in ("decode", "describe", "label")}
+    busy = {s: 0.0 for s in STAGES}
     with _progress(progress, total) as advance:
         for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
             p, f = _rows(batch, cfg, digest)
@@ -179,7 +193,7 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
                 stage = row[col.ERROR_STAGE]
                 summary.failures_by_stage[stage] = summary.failures_by_stage.get(stage, 0) + 1
             for s in busy:
-                busy[s] += float(np.sum(batch[f"t_{s}_s"]))
+                busy[s] += float(np.sum(batch.get(f"t_{s}_s", 0.0)))
             advance(len(fresh_p), len(fresh_f))
     preds.flush()
     fails.flush()
@@ -205,7 +219,7 @@ def _finish(summary: RunSummary, output_uri: str, t0: float) -> RunSummary:
 class _progress:
     """A rich progress bar with failures and clips/s, or nothing."""
 
-    def __init__(self, enabled: bool, total: int):
+    def __init__(self, enabled: bool, total: int | None):
         self.enabled, self.total = enabled, total
 
     def __enter__(self):

@@ -111,5 +111,12 @@ def retry_dataset(parts: list[str]):
     """(clip_id, uri, ref_label, prior_attempts) of the failures set aside, in Ray."""
     import ray
 
-    ds = ray.data.read_parquet(parts, columns=[col.CLIP_ID, col.URI, col.REF_LABEL, col.ATTEMPTS])
+    from emodist.storage import pyarrow_filesystem
+
+    # The fsspec filesystem carries the configured endpoint (storage.endpoint_url);
+    # pyarrow's own S3 would not. Paths go without their protocol.
+    fs, _ = fsspec.core.url_to_fs(parts[0])
+    paths = [fsspec.core.url_to_fs(u)[1] for u in parts]
+    ds = ray.data.read_parquet(paths, filesystem=pyarrow_filesystem(fs),
+                               columns=[col.CLIP_ID, col.URI, col.REF_LABEL, col.ATTEMPTS])
     return ds.rename_columns({col.ATTEMPTS: PRIOR_ATTEMPTS})

@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 
 
 class PartWriter:
-    def __init__(self, out_uri: str, schema: pa.Schema, part_rows: int, run_id: str | None = None):
-        self.fs, self.path = fsspec.core.url_to_fs(out_uri)
+    def __init__(self, out_uri: str, schema: pa.Schema, part_rows: int, run_id: str | None = None,
+                 storage_options: dict | None = None):
+        # storage_options: from emodist.storage.storage_options(cfg, out_uri)
+        self.fs, self.path = fsspec.core.url_to_fs(out_uri, **(storage_options or {}))
         self.fs.makedirs(self.path, exist_ok=True)
         self.schema = schema
         self.part_rows = part_rows

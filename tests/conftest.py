@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emodist.config import load_config
-from conftest_s3 import *  # noqa: E402,F401,F403 - object-storage fixtures (tests/conftest_s3.py)
+from tests.conftest_s3 import *  # noqa: E402,F401,F403 - object-storage fixtures (tests/conftest_s3.py)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -42,7 +42,8 @@ def test_one_prediction_row_per_good_clip_with_ids_and_uris(result, mixed_dir):
         np.testing.assert_allclose(r[col.KEYFRAME_TS], np.arange(n, dtype=float))
         assert len(r[col.DESCRIPTIONS]) == n - 1 == len(r[col.GAP_SPANS])
         assert r[col.MODE] == "msce" and r[col.LABELER_MODEL] == "builtin:tiny-vlm"
-        assert set(r[col.TIMINGS]) == {"decode", "describe", "label"}
+        assert set(r[col.TIMINGS]) == {"decode", "face", "describe", "label"}
+        assert r[col.TIMINGS]["decode"] > 0 and r[col.TIMINGS]["face"] == 0  # no face stage
         assert len(r[col.CONFIG_HASH]) == 16
 
 

@@ -69,3 +69,51 @@ def test_csv_ids_and_label_codes_stay_strings(tmp_path):
     (tmp_path / "m.csv").write_text("clip_id,uri,label\n00001,a.mp4,3\n")
     row = read_manifest(str(tmp_path / "m.csv")).to_pylist()[0]
     assert row["clip_id"] == "00001" and row["ref_label"] == "3"
+
+
+def test_the_driver_reads_one_page_of_a_large_folder_not_the_listing(tmp_path, monkeypatch):
+    """open_source only peeks; the listing itself runs where the rows are consumed
+    (a Ray read task in the pipeline)."""
+    from emodist import sources
+
+    for i in range(sources.PEEK_ITEMS + 500):
+        touch(tmp_path / f"d{i % 7}" / f"{i:05d}.mp4")
+    consumed = []
+    real = sources.iter_files
+
+    def counting(fs, path):
+        for p in real(fs, path):
+            consumed.append(p)
+            yield p
+
+    monkeypatch.setattr(sources, "iter_files", counting)
+    src = sources.open_source(str(tmp_path))
+    assert src.format == "listing" and src.count is None
+    assert len(consumed) <= sources.PEEK_ITEMS
+    consumed.clear()
+    assert sum(1 for _ in src.rows()) == sources.PEEK_ITEMS + 500
+    assert len(consumed) == sources.PEEK_ITEMS + 500
+
+
+def test_formats_are_detected_from_suffixes_and_content(tmp_path):
+    from emodist.config import load_config
+    from emodist.sources import open_source
+
+    touch(tmp_path / "shards" / "a-000.tar")
+    touch(tmp_path / "shards" / "a-001.tar")
+    (tmp_path / "m.jsonl").write_text('{"uri": "x.mp4"}\n')
+    (tmp_path / "split.csv").write_text("clips/00001 16 3\n")
+    (tmp_path / "manifest.csv").write_text("uri,label\nx.mp4,sad\n")
+    touch(tmp_path / "one.mp4")
+    cases = {
+        "shards": ("webdataset", 2), "shards/*.tar": ("webdataset", 2), "shards/a-000.tar": ("webdataset", 1),
+        "m.jsonl": ("manifest", 1), "split.csv": ("split", 1), "manifest.csv": ("manifest", 1),
+        "one.mp4": ("table", 0),
+    }
+    for rel, (fmt, files) in cases.items():
+        src = open_source(str(tmp_path / rel))
+        assert (src.format, len(src.files)) == (fmt, files), rel
+    forced = open_source(str(tmp_path / "manifest.csv"), load_config(None, ["input.format=split"]))
+    assert forced.format == "split"
+    with pytest.raises(SourceError, match="not a video, manifest"):
+        open_source(str(tmp_path / "one.mp4"), load_config(None, ["input.format=manifest"]))

@@ -62,9 +62,11 @@ def mark_failed(batch: Batch, i: int, stage: str, exc: BaseException) -> None:
         tb = traceback.extract_tb(exc.__traceback__)
         if tb:
             msg += f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})"
+    from emodist.storage import scrub
+
     uri = batch[col.URI][i]
-    batch[col.ERROR_MESSAGE][i] = f"{stage}: {uri}: {msg}"
-    log.warning("%s failed for %s: %s", stage, uri, msg)
+    batch[col.ERROR_MESSAGE][i] = message = scrub(f"{stage}: {uri}: {msg}")  # no credentials in rows
+    log.warning("%s", message)
 
 
 def maybe_fault(cfg, stage: str, batches_seen: int) -> None:

@@ -4,18 +4,32 @@ Frames are picked at decode time (the frame on screen at each planned time), and
 picked frames are converted to RGB and resized, in FFmpeg's scaler, to the model's
 size. Decoding stops after the last planned time. A clip that cannot be decoded (empty,
 not a video, truncated) fails alone with a message that says what is wrong.
+
+Clips come as local files, objects (fsspec with the config's storage options: one GET
+up to 64 MiB, else a read-ahead stream), bytes from a tar shard (the `data` column,
+dropped here), a tar member named `shard.tar#member` (a retried clip), or folders of
+images (`input.frame_folder_fps`; same plan, same resizing). The input limits
+(`input.max_file_mb`, `max_width`/`max_height`, `max_duration_s`, `max_frames`) are
+checked from the object's size and the container header before anything is decoded;
+a clip over a limit fails alone with a message naming the key to raise.
 """
 from __future__ import annotations
 
+import io
 import os
+import posixpath
 from collections.abc import Iterator
 
 import numpy as np
 
+from emodist import formats as fm
 from emodist import schema as col
+from emodist import storage
 from emodist.config import Config
 from emodist.plan import FramePlan, make_plan
 from emodist.stages.base import Batch, ClipError, Stage, mark_failed, object_column
+
+DATA = "data"  # sources.DATA: a clip's bytes when it came out of a tar shard
 
 # A planned time may fall this far past the last frame's start (it is still on screen).
 _EPS_S = 1e-3
@@ -38,22 +52,88 @@ def fit_frame(frame, width: int, height: int, fit: str) -> np.ndarray:
     return out
 
 
-def _open(uri: str):
-    """A local path opens directly (seekable, no copy); anything else through fsspec."""
-    import av
-    import fsspec
+def shuffled(frames: np.ndarray, gap: np.ndarray, seed: int, key: str) -> np.ndarray:
+    """The frames with keyframe images permuted among keyframe slots and in-between
+    images within their gap: same content, same timestamps, scrambled order."""
+    import zlib
 
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    out = frames.copy()
+    for g in np.unique(gap):
+        idx = np.flatnonzero(gap == g)
+        out[idx] = frames[rng.permutation(idx)]
+    return out
+
+
+# Objects up to this size are fetched with one GET and decoded from memory; larger ones
+# are streamed through fsspec's read-ahead cache (PyAV seeks in them).
+WHOLE_READ_BYTES = 64 << 20
+
+
+def _check_size(size: int, cfg: Config, what: str = "file") -> None:
+    limit = cfg.input.max_file_mb * 2**20
+    if size > limit:
+        raise ClipError(
+            f"{what} is {size / 2**20:.1f} MiB, over the limit input.max_file_mb = "
+            f"{cfg.input.max_file_mb:g}; raise input.max_file_mb to accept it"
+        )
+
+
+def _open(uri: str, cfg: Config | None = None, data: bytes | None = None):
+    """(container, handle to close). In-memory bytes (a tar member) open from memory; a
+    local path opens directly (seekable, no copy); anything else through fsspec with the
+    config's storage options. The size limit is checked before anything is decoded."""
+    import av
+
+    cfg = cfg or Config()
+    if data is not None:
+        if len(data) == 0:
+            raise ClipError("empty member (0 bytes); re-create the shard without it")
+        _check_size(len(data), cfg, "video member")
+        return av.open(io.BytesIO(data), mode="r"), None
     if "://" not in uri or uri.startswith("file://"):
         path = uri.removeprefix("file://")
         size = os.path.getsize(path)
         if size == 0:
             raise ClipError("empty file (0 bytes); re-export or remove the clip")
+        _check_size(size, cfg)
         return av.open(path, mode="r"), None
-    f = fsspec.open(uri, "rb").open()
-    if f.size == 0:
+    fs, path = storage.filesystem(uri, cfg)
+    f = fs.open(path, "rb", block_size=8 << 20, cache_type="readahead")
+    try:
+        if f.size == 0:
+            raise ClipError("empty object (0 bytes); re-upload or remove the clip")
+        _check_size(f.size, cfg, "object")
+        if f.size <= WHOLE_READ_BYTES:
+            buf = io.BytesIO(f.read())
+            f.close()
+            return av.open(buf, mode="r"), None
+        return av.open(f, mode="r"), f
+    except BaseException:
         f.close()
-        raise ClipError("empty object (0 bytes); re-upload or remove the clip")
-    return av.open(f, mode="r"), f
+        raise
+
+
+def _check_header(cfg: Config, stream, duration: float, fps: float) -> None:
+    """Refuse, from the container header and before decoding, clips over the input limits."""
+    lim = cfg.input
+    w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if w > lim.max_width or h > lim.max_height:
+        raise ClipError(
+            f"resolution {w}x{h} is over the limit input.max_width x input.max_height = "
+            f"{lim.max_width}x{lim.max_height}; raise input.max_width / input.max_height to accept it"
+        )
+    if duration > lim.max_duration_s:
+        raise ClipError(
+            f"duration {duration:.1f} s is over the limit input.max_duration_s = {lim.max_duration_s:g}; "
+            "raise input.max_duration_s to accept it"
+        )
+    frames = int(stream.frames or 0) or int(round(duration * fps))
+    if frames > lim.max_frames:
+        raise ClipError(
+            f"the clip declares {frames} frames, over the limit input.max_frames = {lim.max_frames}; "
+            "raise input.max_frames to accept it"
+        )
 
 
 def _duration_s(container, stream) -> float:
@@ -89,12 +169,13 @@ def _frames_at(container, stream, targets: np.ndarray) -> Iterator[tuple[int, ob
         yield j, prev
 
 
-def decode_clip(uri: str, cfg: Config) -> dict:
-    """Decode one clip by the plan; returns the decode columns of its row."""
+def decode_clip(uri: str, cfg: Config, data: bytes | None = None) -> dict:
+    """Decode one video by the plan (from `uri`, or from `data` when the clip came out of
+    a tar shard); returns the decode columns of its row."""
     import av
 
     try:
-        container, handle = _open(uri)
+        container, handle = _open(uri, cfg, data)
     except av.error.FFmpegError as exc:
         raise ClipError(
             f"not a readable video (FFmpeg: {exc.strerror or exc}): truncated, damaged, or not a "
@@ -109,6 +190,7 @@ def decode_clip(uri: str, cfg: Config) -> dict:
             stream.codec_context.thread_count = cfg.decode.threads
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         duration = _duration_s(container, stream)
+        _check_header(cfg, stream, duration, fps)
         plan: FramePlan = make_plan(cfg.mode, cfg.plan, duration, fps)
         frames = np.empty((len(plan.ts_s), cfg.decode.height, cfg.decode.width, 3), np.uint8)
         last_src, last_img = None, None
@@ -120,6 +202,8 @@ def decode_clip(uri: str, cfg: Config) -> dict:
                 frames[i] = last_img
         except av.error.FFmpegError as exc:
             raise ClipError(f"decoding failed ({exc.strerror or exc}); the file is damaged") from None
+        if cfg.plan.shuffle:
+            frames = shuffled(frames, plan.gap, seed=cfg.run.seed, key=uri)
         return {
             col.FRAMES: frames,
             col.FRAME_TS: plan.ts_s,
@@ -131,6 +215,152 @@ def decode_clip(uri: str, cfg: Config) -> dict:
         container.close()
         if handle is not None:
             handle.close()
+
+
+def _is_dir(uri: str, cfg: Config) -> bool:
+    if storage.is_local(uri):
+        return os.path.isdir(uri.removeprefix("file://"))
+    fs, path = storage.filesystem(uri, cfg)
+    return fs.isdir(path)
+
+
+def _load_image(fs, path: str, size: int | None, cfg: Config):
+    """One frame image as an av.VideoFrame (RGB), checked against the input limits from
+    its header before its pixels are decoded."""
+    import av
+    from PIL import Image
+
+    name = posixpath.basename(path)
+    if size is not None:
+        _check_size(size, cfg, f"image {name}")
+    data = fs.cat_file(path)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            lim = cfg.input
+            if w > lim.max_width or h > lim.max_height:
+                raise ClipError(
+                    f"image {name} is {w}x{h}, over the limit input.max_width x input.max_height = "
+                    f"{lim.max_width}x{lim.max_height}; raise input.max_width / input.max_height to accept it"
+                )
+            rgb = np.asarray(im.convert("RGB"))
+    except ClipError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files
+        raise ClipError(
+            f"unreadable image {name} ({type(exc).__name__}: {storage.scrub(str(exc))}); "
+            "re-extract or remove the frame"
+        ) from None
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+
+
+def decode_frames(uri: str, cfg: Config) -> dict:
+    """Decode a clip stored as a folder of images (sorted by name, numbers in natural
+    order; `input.frame_folder_fps` frames per second) by the same temporal plan as a
+    video: the image on screen at each planned time, resized the same way."""
+    fs, path = storage.filesystem(uri, cfg)
+    entries = [e for e in fs.ls(path, detail=True)
+               if e.get("type") == "file" and fm.has_suffix(e["name"], fm.IMAGE_SUFFIXES)]
+    if not entries:
+        raise ClipError(
+            f"no video and no frame images here; expected a video file or a folder of "
+            f"{'/'.join(s.lstrip('.') for s in fm.IMAGE_SUFFIXES)} frames"
+        )
+    entries.sort(key=lambda e: fm.natural_key(posixpath.basename(e["name"].rstrip("/"))))
+    n, fps = len(entries), float(cfg.input.frame_folder_fps)
+    duration = n / fps
+    lim = cfg.input
+    if n > lim.max_frames:
+        raise ClipError(f"the folder holds {n} frames, over the limit input.max_frames = {lim.max_frames}; raise input.max_frames to accept it")
+    if duration > lim.max_duration_s:
+        raise ClipError(
+            f"duration {duration:.1f} s ({n} frames at input.frame_folder_fps = {fps:g}) is over the limit "
+            f"input.max_duration_s = {lim.max_duration_s:g}; raise input.max_duration_s to accept it"
+        )
+    plan: FramePlan = make_plan(cfg.mode, cfg.plan, duration, fps)
+    # The image on screen at time t: frame k covers [k/fps, (k+1)/fps).
+    picks = np.minimum(np.floor((plan.ts_s + _EPS_S) * fps).astype(np.int64), n - 1)
+    frames = np.empty((len(plan.ts_s), cfg.decode.height, cfg.decode.width, 3), np.uint8)
+    last_k, last_img = -1, None
+    for i, k in enumerate(picks):
+        if k != last_k:  # an image picked twice is read and converted once
+            e = entries[k]
+            frame = _load_image(fs, e["name"], e.get("size"), cfg)
+            last_k, last_img = k, fit_frame(frame, cfg.decode.width, cfg.decode.height, cfg.decode.fit)
+        frames[i] = last_img
+    if cfg.plan.shuffle:
+        frames = shuffled(frames, plan.gap, seed=cfg.run.seed, key=uri)
+    return {
+        col.FRAMES: frames,
+        col.FRAME_TS: plan.ts_s,
+        col.FRAME_GAP: plan.gap,
+        col.DURATION_S: duration,
+        col.NATIVE_FPS: fps,
+    }
+
+
+def _shard_member(uri: str, cfg: Config) -> tuple[str, str] | None:
+    """('s3://b/shard.tar', 'key.mp4') for a tar member URI, else None."""
+    base, sep, member = uri.partition("#")
+    if sep and member and fm.has_suffix(base, fm.SHARD_SUFFIXES):
+        return base, member
+    return None
+
+
+def read_shard_member(shard_uri: str, member: str, cfg: Config) -> bytes:
+    """One member's bytes, streaming through the shard (for clips retried by URI)."""
+    import tarfile
+
+    if fm.member_escapes(member):
+        raise ClipError(f"tar member name {member!r} escapes the shard; it is never read")
+    fs, path = storage.filesystem(shard_uri, cfg)
+    with fs.open(path, "rb", block_size=8 << 20, cache_type="readahead") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        for m in tar:
+            if m.name == member and m.isfile():
+                _check_size(m.size, cfg, "video member")
+                return tar.extractfile(m).read()
+    raise ClipError(f"member {member!r} is not in the shard")
+
+
+def decode_any(uri: str, cfg: Config, data: bytes | None = None) -> dict:
+    """A clip from wherever it is: bytes from a tar shard, a video file or object, a tar
+    member named by URI (shard#member), or a folder of frames."""
+    if data is not None:
+        return decode_clip(uri, cfg, data=data)
+    if fm.has_suffix(uri, fm.VIDEO_SUFFIXES):
+        member = _shard_member(uri, cfg)
+        if member is not None:
+            return decode_clip(uri, cfg, data=read_shard_member(*member, cfg))
+        return decode_clip(uri, cfg)
+    if _is_dir(uri, cfg):
+        return decode_frames(uri, cfg)
+    return decode_clip(uri, cfg)
+
+
+def _as_bytes(value) -> bytes | None:
+    """A row's `data` cell: bytes, or None (a column of nulls can arrive as NaNs once an
+    upstream operator has rebuilt the block)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return None
+
+
+def clip_error(exc: BaseException, uri: str) -> BaseException:
+    """The exception to record for a clip: storage errors become ClipErrors that say
+    what to check; every message is scrubbed of credentials."""
+    if isinstance(exc, ClipError):
+        msg = storage.scrub(str(exc))
+        return exc if msg == str(exc) else ClipError(msg)
+    if isinstance(exc, FileNotFoundError):
+        return ClipError("not found: no such file or object (listed but missing?); check the listing or manifest, or restore the clip")
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and not storage.is_local(uri)):
+        return ClipError(str(storage.explain(exc, uri, "reading")))
+    msg = storage.scrub(str(exc))
+    if msg != str(exc):
+        return ClipError(f"{type(exc).__name__}: {msg}")
+    return exc
 
 
 class DecodeStage(Stage):
@@ -149,11 +379,13 @@ class DecodeStage(Stage):
     def process(self, batch: Batch, rows: np.ndarray) -> Batch:
         n = len(batch[col.CLIP_ID])
         out = {k: [v] * n for k, v in self._empty.items()}
+        data = batch.pop(DATA, None)  # clip bytes from tar shards go no further than here
         for i in rows:
+            uri = str(batch[col.URI][i])
             try:
-                decoded = decode_clip(str(batch[col.URI][i]), self.cfg)
+                decoded = decode_any(uri, self.cfg, _as_bytes(data[i]) if data is not None else None)
             except Exception as exc:  # noqa: BLE001 - one bad clip fails alone
-                mark_failed(batch, int(i), self.name, exc)
+                mark_failed(batch, int(i), self.name, clip_error(exc, uri))
                 continue
             for k, v in decoded.items():
                 out[k][i] = v

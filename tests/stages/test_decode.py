@@ -60,3 +60,37 @@ def test_stage_marks_bad_clips_and_keeps_good_ones(clips_dir, bad_files):
     assert out[col.FRAMES][0].shape[0] > 0 and out[col.FRAMES][1].shape[0] == 0
     assert list(out[col.CLIP_ID]) == ["a", "b", "c"]
     assert (out["t_decode_s"] > 0).all()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("input.max_file_mb=0.01", "over the limit input.max_file_mb = 0.01; raise input.max_file_mb to accept it"),
+    ("input.max_width=100", "resolution 224x224 is over the limit input.max_width x input.max_height = 100x4320"),
+    ("input.max_height=200", "over the limit input.max_width x input.max_height = 7680x200; raise input.max_width / input.max_height"),
+    ("input.max_duration_s=1.5", "over the limit input.max_duration_s = 1.5; raise input.max_duration_s to accept it"),
+    ("input.max_frames=30", "over the limit input.max_frames = 30; raise input.max_frames to accept it"),
+])
+def test_each_input_limit_fails_the_clip_before_decoding_and_names_the_key(clips_dir, override, needle):
+    clip = str(clips_dir / "clip_00001.mp4")
+    with pytest.raises(ClipError) as e:
+        decode_clip(clip, load_config(None, [override]))
+    assert needle in str(e.value)
+    with pytest.raises(ClipError) as e:  # the same from in-memory bytes (tar members)
+        decode_clip("s.tar#x.mp4", load_config(None, [override]), data=(clips_dir / "clip_00001.mp4").read_bytes())
+    assert needle.split(";")[0].split(" = ")[0] in str(e.value)
+
+
+def test_stage_decodes_bytes_and_drops_them(clips_dir):
+    stage = DecodeStage(load_config(None, ["mode=sparse"]))
+    data = (clips_dir / "clip_00000.mp4").read_bytes()
+    batch = {col.CLIP_ID: np.array(["a", "b", "c", "d"], dtype=object),
+             col.URI: np.array(["s.tar#a.mp4", str(clips_dir / "missing.mp4"), "s.tar#c.mp4",
+                                str(clips_dir / "clip_00000.mp4")], dtype=object),
+             # a column of nulls comes back as NaNs once an operator has rebuilt the block
+             "data": np.array([data, None, b"junk", np.float32("nan")], dtype=object)}
+    out = stage(batch)
+    assert "data" not in out
+    assert list(out[col.ERROR_STAGE]) == ["", "decode", "decode", ""]
+    assert "not found: no such file or object" in out[col.ERROR_MESSAGE][1]
+    assert out[col.ERROR_TYPE][1] == "ClipError"
+    ref = decode_clip(str(clips_dir / "clip_00000.mp4"), load_config(None, ["mode=sparse"]))[col.FRAMES]
+    np.testing.assert_array_equal(out[col.FRAMES][0], ref)

@@ -1,0 +1,203 @@
+"""Object storage in one place: fsspec options from `StorageConfig`, access checks with
+clear errors, and scrubbing of secrets from messages.
+
+Credentials are never part of the config or of any row. They come from where the AWS
+SDK looks for them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
+AWS_PROFILE or `storage.profile` with ~/.aws, instance roles); AWS_ENDPOINT_URL(_S3)
+and AWS_REGION are honoured when the config leaves `storage.endpoint_url` /
+`storage.region` empty. Ray workers receive the Config object (stage constructors get
+it) and derive the same options from it with `storage_options`; they take credentials
+from their own environment (on a local Ray, the driver's environment when Ray started;
+on a cluster, the nodes' roles or variables).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+# Seconds to wait for a TCP connection / for a response; with the retries these bound
+# how long an unreachable endpoint can stall a run before it fails with a clear error.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 60
+
+# Variables whose values are secrets (or identify one) and must never be printed.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
+    "AWS_WEB_IDENTITY_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET",
+)
+
+
+class SourceError(ValueError):
+    """An input or output location cannot be used: the message names it and how to fix it.
+
+    (Re-exported as `emodist.sources.SourceError`, the name the CLI catches.)"""
+
+
+class StorageError(SourceError):
+    """Object storage refused a request or cannot be reached (access denied, no such
+    bucket, bad endpoint): names the bucket and what to check."""
+
+
+def protocol(uri: str) -> str:
+    """'s3://b/k' -> 's3'; a plain path -> 'file'."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def is_local(uri: str) -> bool:
+    return protocol(uri) in ("file", "local")
+
+
+def bucket(uri: str) -> str:
+    """'s3://bucket/key' -> 'bucket'; '' for local paths."""
+    if is_local(uri):
+        return ""
+    return uri.split("://", 1)[1].split("/", 1)[0]
+
+
+def _storage_cfg(cfg: Any):
+    return getattr(cfg, "storage", cfg)
+
+
+def storage_options(cfg: Any, uri: str) -> dict:
+    """fsspec options for `uri` from a Config (or its StorageConfig); no secrets in them."""
+    s = _storage_cfg(cfg)
+    proto = protocol(uri)
+    if proto in ("s3", "s3a"):
+        config_kwargs: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "read_timeout": READ_TIMEOUT_S,
+            # standard mode: backoff with jitter on throttling, 5xx and timeouts.
+            "retries": {"max_attempts": s.retries + 1, "mode": "standard"},
+        }
+        opts: dict[str, Any] = {
+            "anon": bool(s.anon),
+            "config_kwargs": config_kwargs,
+            # Listings are streamed; a listing cache would keep all of them in memory.
+            "use_listings_cache": False,
+        }
+        if s.endpoint_url:
+            opts["endpoint_url"] = s.endpoint_url
+        if s.region:
+            opts["client_kwargs"] = {"region_name": s.region}
+        if s.profile:
+            opts["profile"] = s.profile
+        return opts
+    if proto in ("gs", "gcs"):
+        opts = {}
+        if s.anon:
+            opts["token"] = "anon"
+        if s.endpoint_url:
+            opts["endpoint_url"] = s.endpoint_url
+        return opts
+    return {}
+
+
+def set_fsspec_defaults(cfg: Any) -> None:
+    """Make the config's options fsspec's per-protocol defaults in this process, so code
+    that opens `s3://...` without options (resume's listing of finished parts, the run
+    summary) reaches the same endpoint with the same settings. Explicit options win."""
+    import fsspec.config
+
+    for proto in ("s3", "s3a", "gs", "gcs"):
+        opts = storage_options(cfg, f"{proto}://bucket")
+        if opts:
+            fsspec.config.conf[proto] = opts
+
+
+def filesystem(uri: str, cfg: Any):
+    """(fsspec filesystem, path without protocol) for `uri`, with the config's options."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri, **storage_options(cfg, uri))
+
+
+def pyarrow_filesystem(fs):
+    """A pyarrow filesystem over an fsspec one (for Ray Data's readers). Pickles as the
+    fsspec constructor arguments, so no credentials travel with it."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+# --- errors ---------------------------------------------------------------------------
+
+_CHECK = (
+    "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+    "storage.profile; storage.anon for public buckets), the bucket's policy, and "
+    "storage.endpoint_url / storage.region"
+)
+
+
+def explain(exc: BaseException, uri: str, action: str) -> StorageError:
+    """A StorageError for an exception raised while doing `action` ('reading', 'listing',
+    'writing to') on `uri`, naming the bucket and what to check; secrets scrubbed."""
+    where = f"bucket '{bucket(uri)}'" if bucket(uri) else "path"
+    detail = scrub(str(exc) or type(exc).__name__).replace("\n", " ")
+    if isinstance(exc, PermissionError):
+        msg = f"access denied {action} {where} ({uri}): {detail}; {_CHECK}"
+    elif isinstance(exc, FileNotFoundError) and bucket(uri) and _no_such_bucket(exc):
+        msg = f"{where} does not exist ({uri}); create it or fix the path (and storage.endpoint_url)"
+    elif isinstance(exc, FileNotFoundError):
+        msg = f"not found: {uri}; check the path"
+    else:
+        msg = (
+            f"cannot reach storage {action} {where} ({uri}): {type(exc).__name__}: {detail}; "
+            "check storage.endpoint_url, storage.region and the network (storage.retries "
+            "bounds the retries)"
+        )
+    return StorageError(scrub(msg))
+
+
+def _no_such_bucket(exc: BaseException) -> bool:
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    return "nosuchbucket" in text or "bucket does not exist" in text or "specified bucket" in text
+
+
+def check_writable(uri: str, cfg: Any) -> None:
+    """Fail fast, before any work, when the output location cannot be written: writes and
+    deletes one tiny object whose name readers skip (leading underscore)."""
+    import uuid
+
+    fs, path = filesystem(uri, cfg)
+    probe = f"{path.rstrip('/')}/_emodist_write_check_{uuid.uuid4().hex[:8]}"
+    try:
+        fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear message
+        raise explain(exc, uri, "writing to") from None
+
+
+# --- secrets --------------------------------------------------------------------------
+
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@'\"]+:[^/\s@'\"]+@")
+_QUERY_SECRETS = re.compile(
+    r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId|"
+    r"sig|sv|se|sp|access_token|token|api_key|apikey|password|secret)=[^&\s'\"]+"
+)
+_KV_SECRETS = re.compile(
+    r"(?i)(['\"]?\b(?:aws_secret_access_key|aws_session_token|aws_access_key_id|secret_key|"
+    r"secret|password|session_token|token|access_key|key_id|credentials?)['\"]?\s*[:=]\s*)"
+    r"(['\"]?)[^'\"\s,}&]+\2"
+)
+
+
+def secret_values() -> list[str]:
+    """The secret values in this process's environment (long enough to be distinctive)."""
+    return [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 8]
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials removed: URL user:password@, signed-URL query parameters,
+    key=value / 'key': 'value' pairs that name a secret, and the literal values of the
+    secret variables in the environment."""
+    if not text:
+        return text
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    text = _QUERY_SECRETS.sub(lambda m: f"{m.group(1)}=***", text)
+    text = _KV_SECRETS.sub(lambda m: f"{m.group(1)}{m.group(2)}***{m.group(2)}", text)
+    for value in secret_values():
+        text = text.replace(value, "***")
+    return text

@@ -1,0 +1,377 @@
+"""Object storage against a real S3 server (SeaweedFS; see tests/s3_server.py): storage
+options, secrets, refused access, atomic parts, and the whole pipeline reading every
+input format from a bucket and writing its rows back to one."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from tests.conftest_s3 import DATA_BUCKET, LOCKED_BUCKET, OUT_BUCKET, PUBLIC_BUCKET, S3_KEY, S3_SECRET
+
+from emodist import schema as col
+from emodist import storage
+from emodist.config import load_config
+from emodist.sources import SourceError, open_source
+from emodist.stages.base import ClipError
+from emodist.stages.decode import DecodeStage, decode_any, decode_clip
+from emodist.storage import StorageError
+from emodist.writer import PartWriter
+
+# --- without a server ---------------------------------------------------------------------
+
+
+def test_storage_options_come_from_the_config_and_hold_no_secrets():
+    cfg = load_config(None, ["storage.endpoint_url=http://127.0.0.1:9", "storage.region=eu-west-3",
+                             "storage.profile=lab", "storage.retries=2"])
+    opts = storage.storage_options(cfg, "s3://b/k")
+    assert opts["endpoint_url"] == "http://127.0.0.1:9" and opts["client_kwargs"] == {"region_name": "eu-west-3"}
+    assert opts["profile"] == "lab" and opts["anon"] is False
+    assert opts["config_kwargs"]["retries"] == {"max_attempts": 3, "mode": "standard"}
+    assert opts["config_kwargs"]["connect_timeout"] > 0 and opts["config_kwargs"]["read_timeout"] > 0
+    assert storage.storage_options(load_config(None, ["storage.anon=true"]), "gs://b/k")["token"] == "anon"
+    assert storage.storage_options(cfg, "/local/path") == {}
+    assert S3_SECRET not in repr(opts) and S3_SECRET not in repr(cfg.model_dump())
+
+
+def test_scrub_removes_credentials_from_messages():
+    text = (f"GET http://AKIA1:{S3_SECRET}@host/b/k failed; url=https://h/o?X-Amz-Credential=AKIA%2F1&"
+            f"X-Amz-Signature=abcdef0123&x=1 opts={{'key': 'AKIA1', 'secret': 'hunter22'}} "
+            f"aws_secret_access_key={S3_SECRET} env value {S3_SECRET} and {S3_KEY}")
+    out = storage.scrub(text)
+    for leak in (S3_SECRET, "hunter22", "abcdef0123", S3_KEY, "AKIA%2F1"):
+        assert leak not in out, leak
+    assert "http://***@host/b/k" in out and "x=1" in out
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def test_server_is_seaweedfs(s3):
+    if s3.kind != "seaweedfs":
+        pytest.skip(f"weed did not start; running on {s3.kind} (see the server log)")
+    assert s3.endpoint.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("fmt, sub", [("media", "media"), ("videos", "media/videos"), ("frames", "media/frames"),
+                                      ("webdataset", "shards"), ("split", "split/dfew_set_1_test.txt")])
+def test_s3_listing_gives_the_local_listing(s3, format_data, s3_formats, fmt, sub):
+    """Same clip ids, labels and failures from the bucket as from local disk, for each
+    format (each input format read as Ray's read tasks read it, in this process)."""
+    local = format_data.root / sub
+    remote = f"{s3_formats}/{sub}"
+    cfg = s3.config(f"input.format={'auto' if fmt == 'media' else fmt}")
+
+    def listed(uri):
+        rs = list(open_source(uri, cfg).rows())
+        return ({r[col.CLIP_ID]: r[col.REF_LABEL] for r in rs if not r[col.ERROR_STAGE]},
+                sorted(r[col.CLIP_ID] for r in rs if r[col.ERROR_STAGE]),
+                {r[col.CLIP_ID]: r[col.URI] for r in rs})
+
+    (lgood, lbad, luris), (rgood, rbad, ruris) = listed(str(local)), listed(remote)
+    assert lgood == rgood and lbad == rbad
+    if fmt in format_data.expected:
+        assert format_data.expected[fmt].items() <= rgood.items()
+    if fmt in ("videos", "frames"):  # one format alone finds only its own clips
+        assert set(rgood) == {k.split("/", 1)[1] for k in format_data.expected["media"] if k.startswith(fmt)} | (
+            {"clip_broken"} if fmt == "frames" else set())
+    lroot = local.parent if local.is_file() else local
+    rroot = remote.rsplit("/", 1)[0] if local.is_file() else remote
+    for cid, uri in ruris.items():
+        assert uri.startswith(f"s3://{DATA_BUCKET}/formats/")
+        assert uri.removeprefix(rroot) == luris[cid].removeprefix(str(lroot))
+
+
+def test_anonymous_access_reads_a_public_bucket_only(s3, clips_dir):
+    s3.admin.put_file(str(clips_dir / "clip_00000.mp4"), f"{PUBLIC_BUCKET}/pub/a.mp4")
+    s3.admin.put_file(str(clips_dir / "clip_00000.mp4"), f"{DATA_BUCKET}/private/a.mp4")
+    anon = s3.config("storage.anon=true", "mode=sparse")
+    rows = list(open_source(f"s3://{PUBLIC_BUCKET}/pub", anon).rows())
+    assert [r[col.CLIP_ID] for r in rows] == ["a"]
+    assert decode_any(rows[0][col.URI], anon)[col.FRAMES].shape[0] > 0
+    if s3.kind == "seaweedfs":
+        with pytest.raises(StorageError, match=f"access denied reading bucket '{DATA_BUCKET}'"):
+            open_source(f"s3://{DATA_BUCKET}/private", anon)
+
+
+def test_profile_and_standard_variables(s3, monkeypatch, tmp_path, clips_dir):
+    s3.admin.put_file(str(clips_dir / "clip_00001.mp4"), f"{DATA_BUCKET}/prof/b.mp4")
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[lab]\naws_access_key_id = {S3_KEY}\naws_secret_access_key = {S3_SECRET}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    rows = list(open_source(f"s3://{DATA_BUCKET}/prof", s3.config("storage.profile=lab")).rows())
+    assert [r[col.CLIP_ID] for r in rows] == ["b"]
+    # endpoint and region from AWS_ENDPOINT_URL / AWS_REGION when the config leaves them empty
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    from tests.conftest import small_config
+
+    rows = list(open_source(f"s3://{DATA_BUCKET}/prof", small_config()).rows())
+    assert [r[col.CLIP_ID] for r in rows] == ["b"]
+
+
+def test_a_bucket_that_denies_access_is_a_clear_error_at_start(s3, tmp_path, clips_dir):
+    if s3.kind != "seaweedfs":
+        pytest.skip("moto accepts every request")
+    from emodist.pipeline import run
+
+    s3.admin.put_file(str(clips_dir / "clip_00000.mp4"), f"{LOCKED_BUCKET}/clips/a.mp4")
+    cfg = s3.config("mode=sparse")
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError) as e:  # StorageError is a SourceError: the CLI exits 2 with it
+        run(cfg, f"s3://{LOCKED_BUCKET}/clips", str(tmp_path / "out"), progress=False)
+    msg = str(e.value)
+    assert f"access denied reading bucket '{LOCKED_BUCKET}'" in msg
+    assert "AWS_ACCESS_KEY_ID" in msg and "storage.endpoint_url" in msg and "policy" in msg
+    with pytest.raises(StorageError, match=f"access denied writing to bucket '{LOCKED_BUCKET}'"):
+        run(cfg, str(clips_dir / "clip_00000.mp4"), f"s3://{LOCKED_BUCKET}/out", progress=False)
+    # (a user limited to some buckets is refused on unknown ones: 403, not 404)
+    with pytest.raises(StorageError, match="(access denied reading bucket|bucket) 'no-such-bucket'"):
+        open_source("s3://no-such-bucket/clips", cfg)
+    assert time.perf_counter() - t0 < 30  # no hang
+    assert S3_SECRET not in msg
+
+
+def test_unreachable_endpoint_fails_in_bounded_time():
+    cfg = load_config(None, ["storage.endpoint_url=http://127.0.0.1:9", "storage.retries=1"])
+    t0 = time.perf_counter()
+    with pytest.raises(StorageError, match="cannot reach storage reading bucket 'b'.*storage.endpoint_url"):
+        open_source("s3://b/clips", cfg)
+    assert time.perf_counter() - t0 < 60
+
+
+def test_object_limits_are_checked_from_the_object_and_its_header(s3, clips_dir):
+    s3.admin.put_file(str(clips_dir / "clip_00002.mp4"), f"{DATA_BUCKET}/limits/c.mp4")
+    uri = f"s3://{DATA_BUCKET}/limits/c.mp4"
+    with pytest.raises(ClipError, match="object is .* MiB, over the limit input.max_file_mb = 0.01"):
+        decode_clip(uri, s3.config("input.max_file_mb=0.01"))
+    with pytest.raises(ClipError, match="over the limit input.max_duration_s = 1; raise input.max_duration_s"):
+        decode_clip(uri, s3.config("input.max_duration_s=1"))
+    out = DecodeStage(s3.config("mode=sparse"))({
+        col.CLIP_ID: np.array(["m"], dtype=object),
+        col.URI: np.array([f"s3://{DATA_BUCKET}/limits/missing.mp4"], dtype=object)})
+    assert out[col.ERROR_TYPE][0] == "ClipError"
+    assert out[col.ERROR_MESSAGE][0].startswith(f"decode: s3://{DATA_BUCKET}/limits/missing.mp4: not found")
+
+
+def test_parts_on_s3_are_never_visible_half_written(s3):
+    """A reader listing the prefix while parts are written only ever sees whole parts."""
+    cfg = s3.config()
+    uri = f"s3://{OUT_BUCKET}/atomic/predictions"
+    fs = s3.admin
+    seen, bad, stop = set(), [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                names = fs.ls(f"{OUT_BUCKET}/atomic/predictions", refresh=True)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                seen.add(name)
+                try:
+                    pq.read_metadata(fs.open(name, "rb"))
+                except Exception as exc:  # noqa: BLE001 - any unreadable part is a failure
+                    bad.append((name, repr(exc)))
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    schema = pa.schema([("clip_id", pa.string()), ("blob", pa.string())])
+    w = PartWriter(uri, schema, part_rows=20, storage_options=storage.storage_options(cfg, uri))
+    rng = np.random.default_rng(0)
+    for i in range(100):  # 5 parts of ~2 MB of incompressible text each
+        w.add([{"clip_id": f"c{i}", "blob": rng.bytes(60_000).hex()}])
+    w.flush()
+    stop.set()
+    t.join(10)
+    assert not bad
+    assert all(Path(n).name.startswith("part-") for n in seen)  # no temporary names
+    table = pads.dataset(f"{OUT_BUCKET}/atomic/predictions", filesystem=fs, format="parquet").to_table()
+    assert table.num_rows == 100 and w.parts == 5
+
+
+def test_manifests_on_s3_are_read_by_ray_tasks(ray_local, s3, tmp_path):
+    """parquet through ray.data.read_parquet (row groups in parallel), jsonl through the
+    line reader; relative uris resolve against the manifest's folder in the bucket."""
+    rows = [{"uri": f"v/{i}.mp4", "label": "sad", "clip_id": f"id{i}"} for i in range(50)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet", row_group_size=10)
+    (tmp_path / "m.jsonl").write_text('{"uri": "/abs/x.mp4"}\nnot json\n')
+    s3.admin.put_file(str(tmp_path / "m.parquet"), f"{DATA_BUCKET}/manifests/m.parquet")
+    s3.admin.put_file(str(tmp_path / "m.jsonl"), f"{DATA_BUCKET}/manifests/m.jsonl")
+    cfg = s3.config()
+    got = open_source(f"s3://{DATA_BUCKET}/manifests/m.parquet", cfg).dataset().take_all()
+    assert sorted((r[col.CLIP_ID], r[col.URI], r[col.REF_LABEL]) for r in got) == sorted(
+        (f"id{i}", f"s3://{DATA_BUCKET}/manifests/v/{i}.mp4", "sad") for i in range(50))
+    got = open_source(f"s3://{DATA_BUCKET}/manifests/m.jsonl", cfg).dataset().take_all()
+    assert [(r[col.URI], r[col.ERROR_STAGE]) for r in got] == [("/abs/x.mp4", ""), (f"s3://{DATA_BUCKET}/manifests/m.jsonl", "list")]
+    assert "line 2: not valid JSON" in got[1][col.ERROR_MESSAGE]
+
+
+# --- the pipeline, reading from and writing to the bucket -------------------------------------
+
+
+@contextlib.contextmanager
+def captured_output(path: Path):
+    """Everything written to fds 1/2 (this process and its children) and every log record."""
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield records
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, tiny_vlm, s3, format_data, s3_formats, tmp_path_factory):
+    """One local reference run (a csv manifest naming every clip on local disk, plus a
+    missing object and a line that does not parse) and one run per format from S3,
+    all writing to the bucket except the reference."""
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    work = tmp_path_factory.mktemp("s3runs")
+    ref_manifest = work / "reference.csv"
+    ref_manifest.write_text(
+        format_data.reference.read_text()
+        + f"missing,s3://{DATA_BUCKET}/formats/media/videos/not_uploaded.mp4\n"
+        + "broken,line,with,too,many,fields\n"
+    )
+    overrides = [f"storage.endpoint_url={s3.endpoint}", "storage.region=us-east-1", "storage.retries=1",
+                 "mode=sparse", "decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    inputs = {
+        "reference": (str(ref_manifest), str(work / "reference-out")),
+        # videos and frame folders side by side: one listing finds both kinds
+        "media": (f"{s3_formats}/media/", f"s3://{OUT_BUCKET}/runs/media"),
+        "webdataset": (f"{s3_formats}/shards", f"s3://{OUT_BUCKET}/runs/webdataset"),
+        "split": (f"{s3_formats}/split/dfew_set_1_test.txt", f"s3://{OUT_BUCKET}/runs/split"),
+    }
+    results, seconds, started = {}, {}, time.time()
+    with captured_output(work / "fds.log") as records:
+        for name, (src, dst) in inputs.items():
+            t0 = time.perf_counter()
+            res = CliRunner().invoke(app, ["run", "-i", src, "-o", dst, "--quiet", *sets])
+            seconds[name] = time.perf_counter() - t0
+            results[name] = (res, dst)
+    return {"results": results, "records": records, "fds": (work / "fds.log").read_text(errors="replace"),
+            "seconds": seconds, "started": started}
+
+
+def read_rows(s3, out: str, sub: str) -> dict[str, dict]:
+    if out.startswith("s3://"):
+        fs, path = s3.admin, f"{out.removeprefix('s3://')}/{sub}"
+        if not fs.exists(path):
+            return {}
+        table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    else:
+        if not (Path(out) / sub).exists():
+            return {}
+        table = pads.dataset(Path(out) / sub, format="parquet").to_table()
+    return {r[col.CLIP_ID]: r for r in table.to_pylist()}
+
+
+@pytest.mark.parametrize("fmt", ["media", "webdataset", "split"])
+def test_same_predictions_from_s3_as_from_local_disk(runs, s3, format_data, fmt):
+    """Videos, frame folders (media), tar shards and a split file read from the bucket
+    are labeled exactly as the same clips read from local disk."""
+    res, out = runs["results"][fmt]
+    assert res.exit_code == 0, res.output
+    ref = read_rows(s3, runs["results"]["reference"][1], "predictions")
+    preds = read_rows(s3, out, "predictions")
+    assert set(preds) == set(format_data.expected[fmt])
+    for cid, row in preds.items():
+        assert row[col.URI].startswith(f"s3://{DATA_BUCKET}/formats/")
+        assert row[col.REF_LABEL] == format_data.expected[fmt][cid]
+        np.testing.assert_allclose(row[col.PROBS], ref[cid][col.PROBS], atol=1e-5)
+        np.testing.assert_allclose(row[col.KEYFRAME_TS], ref[cid][col.KEYFRAME_TS])
+        assert row[col.LABEL] == ref[cid][col.LABEL]
+
+
+def test_bad_inputs_are_failure_rows_naming_the_source_and_the_problem(runs, s3):
+    fails = {k: read_rows(s3, out, "failures") for k, (_, out) in runs["results"].items()}
+    ref = fails["reference"]
+    assert "not found: no such file or object" in ref["missing"][col.ERROR_MESSAGE]
+    assert f"s3://{DATA_BUCKET}/formats/media/videos/not_uploaded.mp4" in ref["missing"][col.ERROR_MESSAGE]
+    line = next(r for cid, r in ref.items() if cid.startswith("reference.csv:"))
+    assert "line 13: expected 2 fields (clip_id,uri), found 6" in line[col.ERROR_MESSAGE]
+    assert line[col.ERROR_STAGE] == "list"
+    media = fails["media"]
+    assert set(media) == {"frames/clip_broken"}
+    assert "unreadable image 26.png" in media["frames/clip_broken"][col.ERROR_MESSAGE]
+    assert f"s3://{DATA_BUCKET}/formats/media/frames/clip_broken" in media["frames/clip_broken"][col.ERROR_MESSAGE]
+    shards = fails["webdataset"]
+    assert set(shards) == {"../escape.mp4", "/abs/escape.mp4"}
+    for r in shards.values():
+        assert "escapes the shard" in r[col.ERROR_MESSAGE] and "shard-000001.tar" in r[col.ERROR_MESSAGE]
+    out_objects = s3.admin.find(OUT_BUCKET) + s3.admin.find(DATA_BUCKET)
+    assert not any("escape" in o for o in out_objects)  # never written anywhere
+    split = fails["split"]
+    assert "line 3: expected 'path num_frames label' or 'path label', found 4 fields" in split["dfew_set_1_test.txt:3"][col.ERROR_MESSAGE]
+    assert "not found" in split["clips/clip_missing"][col.ERROR_MESSAGE]
+    assert set(split) == {"dfew_set_1_test.txt:3", "clips/clip_missing"}
+
+
+def test_outputs_on_s3_hold_only_whole_parts_and_the_summary(runs, s3):
+    for _, out in runs["results"].values():
+        if not out.startswith("s3://"):
+            continue
+        objs = [o.removeprefix(out.removeprefix("s3://") + "/") for o in s3.admin.find(out.removeprefix("s3://"))]
+        assert "summary.json" in objs
+        assert all(o == "summary.json" or (o.split("/")[0] in ("predictions", "failures")
+                                           and o.split("/")[1].startswith("part-")) for o in objs), objs
+
+
+def test_no_secret_in_logs_outputs_or_config(runs, s3, ray_local):
+    secret = S3_SECRET.encode()
+    haystacks = {"stdout/stderr": runs["fds"].encode(), "log records": "\n".join(runs["records"]).encode()}
+    for name, (res, _) in runs["results"].items():
+        haystacks[f"{name} cli output"] = (res.output + repr(res.exception or "")).encode()
+    for o in s3.admin.find(OUT_BUCKET):
+        haystacks[o] = s3.admin.cat(o)
+    for p in Path(runs["results"]["reference"][1]).rglob("*"):
+        if p.is_file():
+            haystacks[str(p)] = p.read_bytes()
+    # the Ray workers' own logs, written since the runs began: the stages log each failure there
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
+    for p in logs.rglob("*"):
+        if p.is_file() and p.stat().st_mtime >= runs["started"] and p.stat().st_size < 50 << 20:
+            haystacks[f"ray log {p.name}"] = p.read_bytes()
+    worker_logs = [h for k, h in haystacks.items() if k.startswith("ray log")]
+    assert any(b"decode: s3://" in h and b"not found" in h for h in worker_logs)
+    leaked = [k for k, h in haystacks.items() if secret in h]
+    assert not leaked, leaked
