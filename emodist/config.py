@@ -66,6 +66,12 @@ class DecodeConfig(StageResources):
     height: int = Field(224, ge=16, le=4096, description="Frame height after resizing at decode time.")
     fit: Literal["pad", "crop", "stretch"] = Field("pad", description="How to fit the aspect ratio: letterbox, center-crop or stretch.")
     threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 lets FFmpeg choose.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: NVDEC through torchcodec, per-clip CPU fallback for streams the GPU cannot decode; auto: cuda when the cluster has GPUs and torchcodec is installed, else cpu.")
+    gpu_share: float = Field(0.1, gt=0, le=1, description="GPU fraction per decode actor with device=cuda (NVDEC engines are shared; the VLM keeps the rest).")
+
+    @property
+    def gpus_per_actor(self) -> float:
+        return self.gpu_share if self.device == "cuda" else self.num_gpus
 
 
 class FaceConfig(StageResources):
@@ -197,6 +203,8 @@ class Config(_Strict):
         for section in ("decode", "face", "describer", "labeler"):
             for k in StageResources.model_fields:
                 d[section].pop(k, None)
+        # Where frames are decoded is recorded per row (decode_device), not hashed.
+        d["decode"].pop("device"), d["decode"].pop("gpu_share")
         for section in ("run", "storage"):
             d.pop(section)
         # Of the input section only the frame rate of frame folders changes labels;
@@ -267,6 +275,17 @@ def resolve_devices(cfg: Config, cluster_gpus: float) -> Config:
         m: ModelConfig = getattr(cfg, name)
         if m.device == "auto" and m.backend == "vllm":
             updates[name] = m.model_copy(update={"device": "cuda" if cluster_gpus > 0 else "cpu"})
+    if cfg.decode.device == "cuda" and cluster_gpus == 0:
+        raise ConfigError("decode.device=cuda but the Ray cluster has no GPU; set decode.device=cpu or auto")
+    if cfg.decode.device == "auto":
+        import importlib.util
+        import logging
+
+        usable = cluster_gpus > 0 and importlib.util.find_spec("torchcodec") is not None
+        why = "GPUs and torchcodec present" if usable else (
+            "no GPU in the cluster" if cluster_gpus == 0 else "torchcodec is not installed")
+        logging.getLogger("emodist").warning("decode.device=auto: decoding on %s (%s)", "cuda" if usable else "cpu", why)
+        updates["decode"] = cfg.decode.model_copy(update={"device": "cuda" if usable else "cpu"})
     cfg = cfg.model_copy(update=updates) if updates else cfg
     stages = [("decode", cfg.decode), ("face", cfg.face) if cfg.face.enabled else None,
               ("describer", cfg.describer) if cfg.uses_descriptions else None, ("labeler", cfg.labeler)]

@@ -16,6 +16,7 @@ a clip over a limit fails alone with a message naming the key to raise.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import posixpath
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from emodist import storage
 from emodist.config import Config
 from emodist.plan import FramePlan, make_plan
 from emodist.stages.base import Batch, ClipError, Stage, mark_failed, object_column
+
+log = logging.getLogger(__name__)
 
 DATA = "data"  # sources.DATA: a clip's bytes when it came out of a tar shard
 
@@ -368,6 +371,11 @@ class DecodeStage(Stage):
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.gpu = None
+        if cfg.decode.device == "cuda":
+            from emodist.stages.gpu_decode import GpuDecoder
+
+            self.gpu = GpuDecoder(cfg)
         self._empty = {
             col.FRAMES: np.zeros((0, cfg.decode.height, cfg.decode.width, 3), np.uint8),
             col.FRAME_TS: np.zeros(0, np.float64),
@@ -380,10 +388,12 @@ class DecodeStage(Stage):
         n = len(batch[col.CLIP_ID])
         out = {k: [v] * n for k, v in self._empty.items()}
         data = batch.pop(DATA, None)  # clip bytes from tar shards go no further than here
+        devices = ["cpu"] * n
         for i in rows:
             uri = str(batch[col.URI][i])
+            clip_bytes = _as_bytes(data[i]) if data is not None else None
             try:
-                decoded = decode_any(uri, self.cfg, _as_bytes(data[i]) if data is not None else None)
+                decoded, devices[i] = self._decode(uri, clip_bytes)
             except Exception as exc:  # noqa: BLE001 - one bad clip fails alone
                 mark_failed(batch, int(i), self.name, clip_error(exc, uri))
                 continue
@@ -393,5 +403,20 @@ class DecodeStage(Stage):
             batch[k] = object_column(out[k])
         batch[col.DURATION_S] = np.asarray(out[col.DURATION_S], dtype=np.float64)
         batch[col.NATIVE_FPS] = np.asarray(out[col.NATIVE_FPS], dtype=np.float64)
-        batch[col.DECODE_DEVICE] = np.full(n, "cpu", dtype=object)
+        batch[col.DECODE_DEVICE] = np.array(devices, dtype=object)
         return batch
+
+    def _decode(self, uri: str, data: bytes | None) -> tuple[dict, str]:
+        """(decode columns, device): the GPU when configured and able, else the CPU."""
+        # Video files and in-memory clips go to the GPU; frame folders and shard#member
+        # URIs (read on the CPU anyway) stay on the CPU path.
+        if self.gpu is not None and (data is not None or (fm.has_suffix(uri, fm.VIDEO_SUFFIXES) and "#" not in uri)):
+            from emodist.stages.gpu_decode import GpuUnsupported
+
+            try:
+                return self.gpu.decode(uri, data), "cuda"
+            except GpuUnsupported as why:
+                log.info("decode: %s: on CPU: %s", storage.scrub(uri), why)
+                return decode_any(uri, self.cfg, data), "cpu-fallback"
+        return decode_any(uri, self.cfg, data), "cpu"
+

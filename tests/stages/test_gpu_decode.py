@@ -1,0 +1,83 @@
+"""GPU decoding's CPU-side logic: the NVDEC capability check, the resource request,
+the clear error without a GPU, and the per-clip CPU fallback recorded in the row.
+(tests/gpu/test_gpu_decode.py compares real GPU frames with CPU frames.)"""
+import logging
+
+import av
+import numpy as np
+import pytest
+
+from emodist import schema as col
+from emodist.config import ConfigError, load_config, resolve_devices
+from emodist.stages.decode import DecodeStage, decode_clip, fit_frame
+from emodist.stages.gpu_decode import GpuUnsupported, fit_batch, nvdec_refusal
+
+
+@pytest.mark.parametrize("codec, pix_fmt, gpu, refused", [
+    ("h264", "yuv420p", "NVIDIA H100 80GB HBM3", None),
+    ("h264", "yuv420p10le", "NVIDIA H100 80GB HBM3", "cannot decode h264 in yuv420p10le"),
+    ("h264", "yuv422p", "NVIDIA L40S", "cannot decode h264 in yuv422p"),
+    ("hevc", "yuv420p10le", "NVIDIA H100 80GB HBM3", None),
+    ("av1", "yuv420p", "NVIDIA H100 80GB HBM3", "has no AV1 decode"),
+    ("av1", "yuv420p", "NVIDIA L40S", None),
+    ("prores", "yuv422p10le", "NVIDIA L40S", "has no NVDEC decoder"),
+])
+def test_nvdec_capabilities(codec, pix_fmt, gpu, refused):
+    reason = nvdec_refusal(codec, pix_fmt, gpu)
+    assert (reason is None) if refused is None else (refused in reason)
+
+
+def test_cuda_decode_asks_ray_for_a_gpu_share_and_fails_at_start_without_gpus():
+    cfg = load_config(None, ["decode.device=cuda", "decode.gpu_share=0.25"])
+    assert cfg.decode.gpus_per_actor == 0.25
+    assert load_config(None, ["decode.device=cpu"]).decode.gpus_per_actor == 0
+    with pytest.raises(ConfigError, match="decode.device=cuda but the Ray cluster has no GPU"):
+        resolve_devices(cfg, cluster_gpus=0)
+
+
+def test_auto_decodes_on_cpu_without_gpus_and_says_so_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="emodist"):
+        cfg = resolve_devices(load_config(), cluster_gpus=0)
+    assert cfg.decode.device == "cpu" and cfg.decode.gpus_per_actor == 0
+    said = [r.getMessage() for r in caplog.records if "decode.device=auto" in r.getMessage()]
+    assert said == ["decode.device=auto: decoding on cpu (no GPU in the cluster)"]
+
+
+class FakeGpu:
+    """Stands in for the CUDA decoder: refuses clips named in `refuse`."""
+
+    def __init__(self, cfg, refuse):
+        self.cfg, self.refuse, self.calls = cfg, refuse, 0
+
+    def decode(self, uri, data=None):
+        self.calls += 1
+        if any(r in uri for r in self.refuse):
+            raise GpuUnsupported("NVDEC cannot decode h264 in yuv422p")
+        return decode_clip(uri, self.cfg, data)
+
+
+def test_a_clip_the_gpu_cannot_decode_falls_back_to_cpu_and_the_row_says_so(clips_dir, bad_files):
+    cfg = load_config(None, ["mode=sparse"])
+    stage = DecodeStage(cfg)
+    stage.gpu = FakeGpu(cfg, refuse=["clip_00001"])
+    uris = [str(clips_dir / "clip_00000.mp4"), str(clips_dir / "clip_00001.mp4"), str(bad_files["zero"])]
+    out = stage({col.CLIP_ID: np.array(["a", "b", "c"], dtype=object), col.URI: np.array(uris, dtype=object)})
+    assert list(out[col.DECODE_DEVICE][:2]) == ["cuda", "cpu-fallback"]
+    assert out[col.ERROR_STAGE][1] == "" and len(out[col.FRAMES][1]) > 0  # never a failure
+    assert out[col.ERROR_STAGE][2] == "decode"  # a bad file is still a failure
+    np.testing.assert_array_equal(out[col.FRAMES][1], decode_clip(uris[1], cfg)[col.FRAMES])
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop", "stretch"])
+def test_gpu_resize_matches_the_cpu_path_within_tolerance(clips_dir, fit):
+    """fit_batch is the GPU path's resize; on CPU tensors it must agree with FFmpeg's."""
+    import torch
+
+    with av.open(str(clips_dir / "clip_00002.mp4")) as c:
+        frames = [f for _, f in zip(range(5), c.decode(video=0))]
+    full = np.stack([f.to_ndarray(format="rgb24") for f in frames])  # 224x224
+    gpu_like = fit_batch(torch.from_numpy(full).permute(0, 3, 1, 2), 160, 96, fit)
+    cpu = np.stack([fit_frame(f, 160, 96, fit) for f in frames])
+    assert gpu_like.shape == cpu.shape == (5, 96, 160, 3)
+    diff = np.abs(gpu_like.astype(int) - cpu.astype(int))
+    assert diff.mean() < 4.0, diff.mean()
