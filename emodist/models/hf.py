@@ -103,8 +103,7 @@ class HFDescriber:
         self.model_id = cfg.model
 
     def describe(self, gaps: Sequence[Gap]) -> list[str]:
-        parts = [prompts.describe_prompt(len(g.frames), g.start_s, g.end_s, self.cfg.prompt) for g in gaps]
-        images = [list(g.frames) for g in gaps]
+        parts, images = prompts.describe_requests(gaps, self.cfg.prompt)
         return [clean_description(t) for t in self.vlm.generate(parts, images, self.cfg.max_new_tokens)]
 
 
@@ -119,14 +118,7 @@ class HFLabeler:
         self.scorer = PermutationScorer(self.vlm.tokenizer, labels, cfg.permutations, seed)
 
     def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:
-        parts, images = [], []
-        for clip in clips:
-            for options in self.scorer.option_orders(clip.clip_id):
-                parts.append(
-                    prompts.label_prompt(self.mode, clip.keyframe_ts_s, clip.descriptions,
-                                         clip.gap_spans_s, options, self.cfg.prompt)
-                )
-                images.append([] if self.mode == "text" else list(clip.keyframes))
+        parts, images = prompts.label_requests(clips, self.scorer.option_orders, self.mode, self.cfg.prompt)
         logprobs = self.vlm.next_token_logprobs(parts, images)
         results = self.scorer.results(self.scorer.letter_logprobs(logprobs), [c.clip_id for c in clips])
         if self.cfg.answer_tokens:

@@ -74,3 +74,20 @@ def label_prompt(
     question = (template or QUESTION_TEMPLATE).format(options=options_block(options))
     parts.append(text("\n" + question))
     return parts
+
+
+def describe_requests(gaps, template: str | None = None) -> tuple[list[list[Part]], list[list]]:
+    """(prompts, images) for a describer: one prompt per gap, its in-between frames."""
+    return ([describe_prompt(len(g.frames), g.start_s, g.end_s, template) for g in gaps],
+            [list(g.frames) for g in gaps])
+
+
+def label_requests(clips, option_orders, mode: Mode, template: str | None = None) -> tuple[list[list[Part]], list[list]]:
+    """(prompts, images) for a labeler: per clip, one prompt per label order
+    (`option_orders(clip_id)`), keyframes as images except in text mode."""
+    parts, images = [], []
+    for clip in clips:
+        for options in option_orders(clip.clip_id):
+            parts.append(label_prompt(mode, clip.keyframe_ts_s, clip.descriptions, clip.gap_spans_s, options, template))
+            images.append([] if mode == "text" else list(clip.keyframes))
+    return parts, images

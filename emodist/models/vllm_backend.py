@@ -195,8 +195,7 @@ class VLLMDescriber:
         self.model_id = cfg.model
 
     def describe(self, gaps: Sequence[Gap]) -> list[str]:
-        parts = [prompts.describe_prompt(len(g.frames), g.start_s, g.end_s, self.cfg.prompt) for g in gaps]
-        images = [list(g.frames) for g in gaps]
+        parts, images = prompts.describe_requests(gaps, self.cfg.prompt)
         return [clean_description(t) for t in self.engine.generate(parts, images, self.cfg.max_new_tokens)]
 
 
@@ -212,14 +211,7 @@ class VLLMLabeler:
         self._ids = sorted({i for group in self.scorer.letter_ids for i in group})
 
     def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:
-        parts, images = [], []
-        for clip in clips:
-            for options in self.scorer.option_orders(clip.clip_id):
-                parts.append(
-                    prompts.label_prompt(self.mode, clip.keyframe_ts_s, clip.descriptions,
-                                         clip.gap_spans_s, options, self.cfg.prompt)
-                )
-                images.append([] if self.mode == "text" else list(clip.keyframes))
+        parts, images = prompts.label_requests(clips, self.scorer.option_orders, self.mode, self.cfg.prompt)
         compact = self.engine.token_logprobs(parts, images, self._ids)
         # Back to token-id columns (up to the largest letter id) for the shared scorer.
         vocab = np.full((len(parts), self._ids[-1] + 1), -np.inf)

@@ -73,6 +73,14 @@ def shuffled(frames: np.ndarray, gap: np.ndarray, seed: int, key: str) -> np.nda
 WHOLE_READ_BYTES = 64 << 20
 
 
+def decoded_row(frames: np.ndarray, plan: FramePlan, duration: float, fps: float, cfg: Config, uri: str) -> dict:
+    """The decode columns of one clip's row, whatever decoded it."""
+    if cfg.plan.shuffle:
+        frames = shuffled(frames, plan.gap, seed=cfg.run.seed, key=uri)
+    return {col.FRAMES: frames, col.FRAME_TS: plan.ts_s, col.FRAME_GAP: plan.gap,
+            col.DURATION_S: duration, col.NATIVE_FPS: fps}
+
+
 def _check_size(size: int, cfg: Config, what: str = "file") -> None:
     limit = cfg.input.max_file_mb * 2**20
     if size > limit:
@@ -205,15 +213,7 @@ def decode_clip(uri: str, cfg: Config, data: bytes | None = None) -> dict:
                 frames[i] = last_img
         except av.error.FFmpegError as exc:
             raise ClipError(f"decoding failed ({exc.strerror or exc}); the file is damaged") from None
-        if cfg.plan.shuffle:
-            frames = shuffled(frames, plan.gap, seed=cfg.run.seed, key=uri)
-        return {
-            col.FRAMES: frames,
-            col.FRAME_TS: plan.ts_s,
-            col.FRAME_GAP: plan.gap,
-            col.DURATION_S: duration,
-            col.NATIVE_FPS: fps,
-        }
+        return decoded_row(frames, plan, duration, fps, cfg, uri)
     finally:
         container.close()
         if handle is not None:
@@ -291,15 +291,7 @@ def decode_frames(uri: str, cfg: Config) -> dict:
             frame = _load_image(fs, e["name"], e.get("size"), cfg)
             last_k, last_img = k, fit_frame(frame, cfg.decode.width, cfg.decode.height, cfg.decode.fit)
         frames[i] = last_img
-    if cfg.plan.shuffle:
-        frames = shuffled(frames, plan.gap, seed=cfg.run.seed, key=uri)
-    return {
-        col.FRAMES: frames,
-        col.FRAME_TS: plan.ts_s,
-        col.FRAME_GAP: plan.gap,
-        col.DURATION_S: duration,
-        col.NATIVE_FPS: fps,
-    }
+    return decoded_row(frames, plan, duration, fps, cfg, uri)
 
 
 def _shard_member(uri: str, cfg: Config) -> tuple[str, str] | None:

@@ -14,7 +14,6 @@ import logging
 
 import numpy as np
 
-from emodist import schema as col
 from emodist.config import Config
 from emodist.plan import make_plan
 
@@ -91,7 +90,7 @@ class GpuDecoder:
     def decode(self, uri: str, data: bytes | None = None) -> dict:
         from torchcodec.decoders import VideoDecoder
 
-        from emodist.stages.decode import _check_header, _duration_s, _open
+        from emodist.stages.decode import _check_header, _duration_s, _open, decoded_row
 
         cfg = self.cfg
         container, handle = _open(uri, cfg, data)
@@ -121,8 +120,7 @@ class GpuDecoder:
             frames = fit_batch(batch.data, cfg.decode.width, cfg.decode.height, cfg.decode.fit)
         except Exception as exc:  # noqa: BLE001 - any GPU-side failure: decode on CPU
             raise GpuUnsupported(f"GPU decoder failed: {type(exc).__name__}: {exc}") from exc
-        return {col.FRAMES: frames, col.FRAME_TS: plan.ts_s, col.FRAME_GAP: plan.gap,
-                col.DURATION_S: duration, col.NATIVE_FPS: fps}
+        return decoded_row(frames, plan, duration, fps, cfg, uri)
 
 
 def _read_all(uri: str, cfg: Config) -> bytes:
