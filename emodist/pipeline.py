@@ -86,14 +86,6 @@ def _stage(ds, stage_cls, res: StageResources, **kwargs):
     )
 
 
-def clips_dataset(cfg: Config, clips: pa.Table):
-    """The listing as a Ray dataset in blocks of one decode batch (so actors share work)."""
-    import ray
-
-    block = max(1, cfg.decode.batch_size)
-    return ray.data.from_arrow([clips.slice(s, block) for s in range(0, clips.num_rows, block)])
-
-
 def build_dataset(cfg: Config, clips):
     """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
     ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
@@ -160,6 +152,10 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     import ray
 
     cfg = resolve_devices(cfg, ray.cluster_resources().get("GPU", 0))
+    if cfg.run.object_store_mb:
+        limits = ray.data.DataContext.get_current().execution_options.resource_limits
+        ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
+            object_store_memory=cfg.run.object_store_mb * 2**20)
     if retry_failures:
         aside = take_failures_for_retry(output_uri)
         if not aside:

@@ -49,7 +49,8 @@ def fit_frame(frame, width: int, height: int, fit: str, scaler=None) -> np.ndarr
         w = max(2, int(round(frame.width * scale)))
         h = max(2, int(round(frame.height * scale)))
     if scaler is not None:
-        img = scaler.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
+        # threads=1: a scaler thread pool per frame costs more than it saves at model sizes.
+        img = scaler.reformat(frame, width=w, height=h, format="rgb24", threads=1).to_ndarray()
     else:
         img = frame.to_ndarray(format="rgb24", width=w, height=h)
     if fit == "stretch":

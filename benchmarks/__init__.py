@@ -1,0 +1,1 @@
+"""emodist benchmarks: `python -m benchmarks` (see benchmarks/__main__.py) and standalone scripts."""

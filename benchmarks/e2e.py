@@ -1,0 +1,369 @@
+"""Section 2 (end to end against the slowest stage) and section 3 (memory at N and 10N).
+
+Stages alone, in this process, on the same 16 clips (synthetic 224x224, 3 s), measured
+before and after the pipeline runs (medians over both, so that they see the same shared
+machine as the pipeline):
+- decode: emodist's DecodeStage on batches of `decode.batch_size` (what one decode actor runs);
+- describe + label: emodist's DescribeLabelStage (the tiny VLM, one model copy, one torch
+  thread as in its actor) on batches pre-decoded by DecodeStage;
+- Ray's batch -> block conversion of the decoded batches (the copy of the frames into
+  Arrow that every decode batch goes through before the object store).
+bound = 1 / max(decode s/clip / decode actors, model s/clip / model actors): the rate
+of a pipeline limited only by its slowest stage. A second bound, CPU capacity = CPUs /
+(CPU s/clip of decode + of the model), says what the shared cores can do at best.
+
+The pipeline: `emodist.pipeline.run` with configs/tiny-vlm.yaml (decode and the shared
+describe+label actor at 0.5 CPU each) on a local Ray started before (never timed), one
+untimed warm-up run, then, each from a fresh output folder, with memory sampled:
+- A: N and 10N clips, default config: whole-run clips/s (actor start-up and model load
+  included: a new actor pool per run, as in production) and memory;
+- B: the 10N clips listed twice (a manifest, distinct clip ids) with Ray Data's object
+  store budget at 128 MiB. In A the decode actor, faster and seconds earlier ready than
+  the model actor, decodes every clip while the model actor starts, so the frames wait
+  in the object store and, after the first rows, only the model stage works. In B the
+  decode queue is full (the budget) when the model actor starts, and decode then runs
+  only as fast as the model consumes: both stages work at once, as in a long run once
+  Ray's default budget (GBs) has filled. B's rate after the first rows is the long-run
+  rate, compared with the bound.
+Rates "after the first rows": rows the driver received after its first batch / time from
+the first to the last batch (emodist.pipeline.PartWriter is wrapped, in this process,
+to note when each batch's rows arrive).
+Memory: peak RSS of the driver and of the Ray worker processes (sum, max, and without
+shared pages, i.e. without the object store's shared memory they map) at N and 10N.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks.clips import videos
+from benchmarks.common import MemorySampler, Ratio, Results, Row, log
+
+CONFIG = common.ROOT / "configs" / "tiny-vlm.yaml"
+
+
+def _batches(paths: list[str], bs: int) -> list[dict]:
+    from emodist import schema as col
+    from emodist.sources import clip_id_for
+
+    out = []
+    for s in range(0, len(paths), bs):
+        chunk = paths[s : s + bs]
+        out.append({col.CLIP_ID: np.array([clip_id_for(p) for p in chunk], dtype=object),
+                    col.URI: np.array(chunk, dtype=object),
+                    col.REF_LABEL: np.array([""] * len(chunk), dtype=object)})
+    return out
+
+
+class StagesAlone:
+    """The decode stage and the describe+label stage measured alone, in this process, on
+    the same clips, repetitions interleaved; `measure` can be called before and after
+    the pipeline runs so that both see the same (shared, changing) machine."""
+
+    def __init__(self, paths: list[str], cfg):
+        from ray.data.block import BlockAccessor
+
+        from emodist.stages.decode import DecodeStage
+        from emodist.stages.describe import DescribeLabelStage
+
+        self.n = len(paths)
+        self.decode = DecodeStage(cfg)
+        self.raw = _batches(paths, cfg.decode.batch_size)
+        decoded = [self.decode(dict(b)) for b in self.raw]  # also the warm-up
+        if any((d["error_stage"] != "").any() for d in decoded):
+            raise RuntimeError("decode failed on a benchmark clip")
+        self.decoded = decoded
+        # The model stage gets batches of labeler.batch_size rows, as Ray re-batches them.
+        rows = {k: np.concatenate([d[k] for d in decoded]) for k in decoded[0]}
+        bs = cfg.labeler.batch_size
+        self.model_batches = [{k: v[s : s + bs] for k, v in rows.items()} for s in range(0, self.n, bs)]
+        t0 = time.perf_counter()
+        self.model = DescribeLabelStage(cfg)  # imports + model; sets torch threads as its actor does
+        self.load_s = time.perf_counter() - t0
+        self.model(dict(self.model_batches[0]))  # warm-up
+        self._to_block = BlockAccessor.batch_to_block
+        self.timings = {k: common.Timing() for k in ("decode", "model", "to_block")}
+
+    def measure(self, reps: int) -> None:
+        def run_decode():
+            for b in self.raw:
+                self.decode(dict(b))
+
+        def run_model():
+            for b in self.model_batches:
+                self.model(dict(b))
+
+        def run_to_block():  # what Ray does to each batch a decode actor returns
+            for d in self.decoded:
+                self._to_block(dict(d))
+
+        t = common.interleaved({"decode": run_decode, "model": run_model, "to_block": run_to_block}, reps,
+                               warmup=False)
+        for k, v in t.items():
+            self.timings[k].wall += v.wall
+            self.timings[k].cpu += v.cpu
+
+    def result(self) -> dict:
+        n, t = self.n, self.timings
+        return {"decode_s": t["decode"].wall_med / n, "model_s": t["model"].wall_med / n,
+                "decode_cpu_s": t["decode"].cpu_med / n, "model_cpu_s": t["model"].cpu_med / n,
+                "to_block_s": t["to_block"].wall_med / n, "model_load_s": self.load_s}
+
+    def rows(self, res: Results, set_name: str) -> dict:
+        out, t, n = self.result(), self.timings, self.n
+        reps = len(t["decode"].wall)
+        res.rows.append(Row("e2e", set_name, "stage alone: DecodeStage (in process)", n, 1 / out["decode_s"],
+                            None, None, out["decode_cpu_s"], t["decode"].spread, reps,
+                            f"{out['decode_s'] * 1000:.1f} ms/clip", {"wall_s": t["decode"].wall}))
+        res.rows.append(Row("e2e", set_name, "stage alone: DescribeLabelStage, tiny VLM (in process)", n,
+                            1 / out["model_s"], None, None, out["model_cpu_s"], t["model"].spread, reps,
+                            f"{out['model_s'] * 1000:.1f} ms/clip; construction (imports + model) {self.load_s:.1f} s",
+                            {"wall_s": t["model"].wall}))
+        res.rows.append(Row("e2e", set_name, "Ray batch->block conversion of decoded batches (in process)", n,
+                            1 / out["to_block_s"], None, None, t["to_block"].cpu_med / n, t["to_block"].spread, reps,
+                            f"{out['to_block_s'] * 1000:.2f} ms/clip: frames copied into an Arrow tensor column"))
+        return out
+
+
+@contextmanager
+def batch_times():
+    """(time, rows) each time the driver hands a batch's rows to its part writers:
+    emodist.pipeline.PartWriter is swapped, for the duration, for a subclass that notes
+    the time (no change to emodist's files; if the name moves, the list stays empty)."""
+    from emodist import pipeline
+
+    times: list[tuple[float, int]] = []
+    orig = getattr(pipeline, "PartWriter", None)
+    if orig is None:
+        yield times
+        return
+
+    class Recording(orig):
+        def add(self, rows):
+            rows = list(rows)
+            if rows:
+                times.append((time.perf_counter(), len(rows)))
+            return super().add(rows)
+
+    pipeline.PartWriter = Recording
+    try:
+        yield times
+    finally:
+        pipeline.PartWriter = orig
+
+
+def pipeline_run(cfg, folder: Path) -> dict:
+    from emodist import pipeline
+
+    with tempfile.TemporaryDirectory(prefix="emodist-bench-") as tmp, MemorySampler() as mem, \
+            batch_times() as times:
+        t0 = time.perf_counter()
+        summary = pipeline.run(cfg, str(folder), str(Path(tmp) / "out"), progress=False)
+        wall = time.perf_counter() - t0
+    out = {"wall_s": wall, "summary": summary, "mem": mem.result_mib(), "first_s": None, "steady": None,
+           "batches": len(times)}
+    if times:
+        out["first_s"] = times[0][0] - t0
+        if len(times) >= 5:  # clips after the first batch / time from the first to the last batch
+            out["steady"] = sum(n for _, n in times[1:]) / (times[-1][0] - times[0][0])
+    return out
+
+
+@contextmanager
+def object_store_limit(mib: float | None):
+    """Ray Data's executor budget for object store memory (None: Ray's default)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.resource_limits
+    if mib is not None:
+        ctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=mib * 2**20)
+    try:
+        yield
+    finally:
+        ctx.execution_options.resource_limits = before
+
+
+BUDGET_MIB = 128  # Ray Data object store budget of the long-run measurement (~80 clips of frames)
+LONG_REPEAT = 2  # the long-run measurement lists every clip of the 10N set this many times
+
+
+def repeated_manifest(folder: Path, times: int) -> Path:
+    """A manifest listing every clip of `folder` `times` times under distinct clip ids."""
+    import csv
+
+    out = Path(tempfile.gettempdir()) / f"emodist-bench-{folder.name}-x{times}.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["uri", "clip_id", "label"])
+        for k in range(times):
+            for p in videos(folder):
+                w.writerow([p, f"{Path(p).stem}-{k}", ""])
+    return out
+
+
+def run(res: Results, folders: dict[int, Path], warm_folder: Path, set_name: str, reps: int,
+        pipeline_reps: int = 1, variants: bool = True) -> None:
+    from emodist.config import load_config
+
+    cfg = load_config(CONFIG, [])
+    small, big = sorted(folders)
+    alone = StagesAlone(videos(folders[big])[:16], cfg)
+    alone.measure(max(1, (reps + 1) // 2))
+    common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
+    imp = common.fresh_import_s(
+        "import emodist.stages.describe, emodist.models.hf, torch, transformers; "
+        "from transformers import AutoModelForImageTextToText, AutoProcessor", max(1, pipeline_reps))
+
+    log("e2e: warm-up run (untimed)")
+    pipeline_run(cfg, warm_folder)
+    # A: the default config at N and 10N clips (memory; whole-run rate). Decode is faster
+    # than the model stage and starts seconds earlier, so in runs this short it decodes
+    # everything while the model actor is still starting, and the frames wait in the
+    # object store: after the first rows, only the model stage is still working.
+    runs: dict[int, list[dict]] = {small: [], big: []}
+    # B: the same with Ray Data's object store budget at BUDGET_MIB: decode can run only
+    # a few batches ahead, so both stages work at once, as in a long run once Ray's
+    # default budget (GBs) has filled up. Its steady rate is what a long run converges to.
+    bounded: list[dict] = []
+    long_input, n_long = repeated_manifest(folders[big], LONG_REPEAT), LONG_REPEAT * big
+    for _ in range(pipeline_reps):
+        for n in (small, big):
+            r = pipeline_run(cfg, folders[n])
+            _check(r, n)
+            runs[n].append(r)
+            log(f"e2e: {n} clips in {r['wall_s']:.1f} s ({n / r['wall_s']:.2f} clips/s; first rows after "
+                f"{r['first_s'] or float('nan'):.1f} s, steady {r['steady'] or float('nan'):.1f} clips/s); peak RSS "
+                f"driver {r['mem']['driver_peak_mib']:.0f} MiB, workers sum {r['mem']['workers_sum_peak_mib']:.0f} MiB")
+        with object_store_limit(BUDGET_MIB):
+            r = pipeline_run(cfg, long_input)
+        _check(r, n_long)
+        bounded.append(r)
+        log(f"e2e: {n_long} clips, object store budget {BUDGET_MIB} MiB: {n_long / r['wall_s']:.2f} clips/s, steady "
+            f"{r['steady'] or float('nan'):.1f} clips/s")
+    variant_runs = []
+    if variants:  # a candidate fix, measured like B
+        label = "decode.threads=1 (FFmpeg within the decode actor's CPU share)"
+        try:
+            with object_store_limit(BUDGET_MIB):
+                r = pipeline_run(load_config(CONFIG, ["decode.threads=1"]), long_input)
+            _check(r, n_long)
+            variant_runs.append((label, r))
+            log(f"e2e variant {label}: steady {r['steady'] or float('nan'):.1f} clips/s")
+        except Exception as exc:  # noqa: BLE001 - a variant must not cost the run
+            res.notes.append(f"e2e variant {label} failed: {type(exc).__name__}: {str(exc)[:300]}")
+    alone.measure(max(1, reps // 2 + 1))  # the stages alone again, after the pipeline runs
+    a = alone.rows(res, set_name)
+
+    model_actors = cfg.labeler.actors if cfg.shares_model else min(cfg.describer.actors, cfg.labeler.actors)
+    per_stage = {"decode": a["decode_s"] / cfg.decode.actors, "describe+label": a["model_s"] / model_actors}
+    bound = 1 / max(per_stage.values())
+    cpu_bound = res.meta["ray_cpus"] / (a["decode_cpu_s"] + a["model_cpu_s"])
+    res.rows.append(Row("e2e", set_name, "bound: 1 / slowest stage (actors: decode "
+                        f"{cfg.decode.actors}, model {model_actors})", 0, bound,
+                        note=f"slowest: {max(per_stage, key=per_stage.get)}"))
+    res.rows.append(Row("e2e", set_name, f"bound: CPU capacity ({res.meta['ray_cpus']} CPUs / CPU s per clip)", 0,
+                        cpu_bound, note="both stages' CPU time on the machine's cores"))
+    res.rows.append(Row("e2e", set_name, "import describe stage + torch + transformers in a fresh Python", 1, 1 / imp,
+                        note=f"{imp:.2f} s: paid by every model actor at start (the tiny model itself loads in ~0.3 s)"))
+    t = {n: float(np.median([r["wall_s"] for r in rs])) for n, rs in runs.items()}
+    for n in (small, big):
+        res.rows.append(_run_row(set_name, f"pipeline.run, tiny VLM, warm Ray, {n} clips", runs[n], n))
+    steady_a = _median([r["steady"] for r in runs[big]])
+    res.rows.append(Row("e2e", set_name, f"pipeline.run {big} clips: rate after the first rows", big, steady_a,
+                        note="decode finished during the model actor's start-up: the model stage alone, fed "
+                             "from the object store"))
+    res.rows.append(_run_row(set_name, f"pipeline.run, {n_long} clips, object store budget {BUDGET_MIB} MiB",
+                             bounded, n_long))
+    steady = _median([r["steady"] for r in bounded])
+    res.rows.append(Row("e2e", set_name, f"pipeline.run long-run rate: {n_long} clips, budget {BUDGET_MIB} MiB, "
+                        "after the first rows", n_long, steady,
+                        note="the decode queue is full when the model actor starts; both stages then work "
+                             "together: what a long run converges to"))
+    for label, r in variant_runs:
+        res.rows.append(_run_row(set_name, f"variant: {label}, {n_long} clips, budget {BUDGET_MIB} MiB", [r],
+                                 n_long))
+    warm = big / t[big]
+    res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate / bound (slowest stage alone)", steady / bound, ">= 0.8",
+                            steady / bound >= 0.8, f"budget {BUDGET_MIB} MiB; start-up excluded"))
+    res.ratios.append(Ratio(f"[{set_name}] e2e whole warm run ({big} clips) / bound", warm / bound,
+                            ">= 0.8", warm / bound >= 0.8, "includes actor start-up and model load"))
+    res.ratios.append(Ratio(f"[{set_name}] e2e rate after first rows, default config / bound", steady_a / bound, "",
+                            None, "model stage alone in the pipeline (decode already done)"))
+    res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate / CPU-capacity bound", steady / cpu_bound, "", None,
+                            f"{res.meta['ray_cpus']} CPUs"))
+
+    # Section 3: memory at N and 10N (runs A; peaks over the repetitions).
+    mem = {n: _mem_peaks([r["mem"] for r in runs[n]]) for n in (small, big)}
+    mem_b = _mem_peaks([r["mem"] for r in bounded])
+    for label, m in ((f"{small} clips", mem[small]), (f"{big} clips", mem[big]),
+                     (f"{n_long} clips, object store budget {BUDGET_MIB} MiB", mem_b)):
+        stages = {k.removeprefix("ray::MapWorker(MapBatches(").removesuffix("))"): v
+                  for k, v in m["by_role_peak_mib"].items() if k.startswith("ray::MapWorker")}
+        own = {k.removeprefix("ray::MapWorker(MapBatches(").removesuffix("))"): v
+               for k, v in m["by_role_private_peak_mib"].items() if k.startswith("ray::MapWorker")}
+        res.rows.append(Row("memory", set_name, f"peak RSS during pipeline.run, {label}", int(label.split()[0]), None,
+                            note=(f"driver {m['driver_peak_mib']:.0f} MiB; workers sum {m['workers_sum_peak_mib']:.0f} MiB,"
+                                  f" max {m['worker_max_peak_mib']:.0f} MiB over {m['workers_seen_max']:.0f} ray:: "
+                                  f"processes; stage actors RSS {_mib(stages)}; without shared pages {_mib(own)}"),
+                            extra=m))
+    ms, mb = mem[small], mem[big]
+    for key, label in (("driver_peak_mib", "driver RSS"), ("workers_sum_peak_mib", "workers RSS (sum)"),
+                       ("worker_max_peak_mib", "largest worker RSS"),
+                       ("workers_private_sum_peak_mib", "workers RSS minus shared pages (sum)"),
+                       ("worker_private_max_peak_mib", "largest worker RSS minus shared pages")):
+        q = mb[key] / ms[key] if ms[key] else float("nan")
+        res.ratios.append(Ratio(f"[{set_name}] memory {label}: peak at {big} / at {small} clips", q, "<= 1.10",
+                                q <= 1.10, f"{ms[key]:.0f} -> {mb[key]:.0f} MiB"))
+    q = mem_b["worker_max_peak_mib"] / ms["worker_max_peak_mib"]
+    res.ratios.append(Ratio(f"[{set_name}] memory largest worker RSS: {n_long} clips with budget {BUDGET_MIB} MiB / "
+                            f"{small} clips", q, "<= 1.10", q <= 1.10,
+                            f"{ms['worker_max_peak_mib']:.0f} -> {mem_b['worker_max_peak_mib']:.0f} MiB"))
+
+
+def _check(r: dict, n: int) -> None:
+    s = r["summary"]
+    if s.labeled != n:
+        raise RuntimeError(f"pipeline labeled {s.labeled} of {n} clips ({s.failures_by_stage})")
+
+
+def _median(values) -> float:
+    v = [x for x in values if x]
+    return float(np.median(v)) if v else float("nan")
+
+
+def _run_row(set_name: str, case: str, rs: list[dict], n: int) -> Row:
+    wall = float(np.median([r["wall_s"] for r in rs]))
+    s = rs[-1]["summary"]
+    busy = {k: round(v / n * 1000, 1) for k, v in s.stage_seconds.items() if v}
+    first = [r["first_s"] for r in rs if r["first_s"] is not None]
+    steady = _median([r["steady"] for r in rs])
+    return Row("e2e", set_name, case, n, n / wall, spread=_spread([r["wall_s"] for r in rs]), reps=len(rs),
+               note=(f"{wall:.1f} s; first rows after {np.median(first) if first else float('nan'):.1f} s; "
+                     f"after them {steady:.1f} clips/s; busy ms/clip in the actors {busy}"),
+               extra={"wall_s": [r["wall_s"] for r in rs], "first_rows_s": first, "steady": [r["steady"] for r in rs],
+                      "stage_seconds": s.stage_seconds})
+
+
+def _mib(d: dict) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in d.items()) or "-"
+
+
+def _mem_peaks(samples: list[dict]) -> dict:
+    out = {k: float(max(s[k] for s in samples)) for k in samples[0] if not k.startswith("by_role")}
+    for key in ("by_role_peak_mib", "by_role_private_peak_mib"):
+        roles: dict[str, float] = {}
+        for s in samples:
+            for k, v in s[key].items():
+                roles[k] = max(roles.get(k, 0.0), v)
+        out[key] = dict(sorted(roles.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def _spread(walls: list[float]) -> float:
+    return (max(walls) - min(walls)) / float(np.median(walls)) if len(walls) > 1 else 0.0
