@@ -64,7 +64,13 @@ def test_relabel_job_via_ray_job_submit(ray_head, clips_dir, tmp_path):
            sys.executable, "ray_jobs/relabel.py", "--config", "configs/tiny-vlm.yaml",
            "--input", str(clips_dir / "manifest.csv"), "--output", str(out), "--set", "mode=sparse"]
     # Ray 2.60's head requires a token; the client reads it from ~/.ray/auth_token.
-    res = subprocess.run(cmd, env=env | {"RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=400)
+    # The dashboard answers before the head's job agent has registered: Ray then refuses
+    # with "No available agent ... try again later", so retry that (and only that), bounded.
+    for _ in range(12):
+        res = subprocess.run(cmd, env=env | {"RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=400)
+        if res.returncode == 0 or "No available agent" not in res.stdout + res.stderr:
+            break
+        time.sleep(5)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in (res.stdout + res.stderr).lower()
     summary = json.loads((out / "summary.json").read_text())
