@@ -32,6 +32,10 @@ def ray_head(tmp_path_factory, emodist_cache):
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+         # Every Ray node runs agents on fixed default ports (52365, ...); the session's
+         # own local Ray holds them, so this head's agents get free ports of their own.
+         *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "runtime-env-agent-port", "metrics-export-port")),
          "--num-cpus=2", "--disable-usage-stats"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
