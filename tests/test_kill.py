@@ -18,7 +18,9 @@ def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist
     manifest.write_text("uri,label\n" + "".join(f"{u},happy\n" for u in uris))
     out = tmp_path / "out"
     cmd = [EMODIST, "run", "-i", str(manifest), "-o", str(out), "--quiet", "--config", "configs/tiny-vlm.yaml",
-           "--set", "mode=sparse", "--set", "run.part_rows=1", "--set", "decode.batch_size=1",
+           # msce with 3 label orders: enough work per clip that the kill lands mid-run
+           "--set", "mode=msce", "--set", "labeler.permutations=3", "--set", "run.part_rows=1",
+           "--set", "decode.batch_size=1",
            "--set", "labeler.batch_size=1", "--set", "run.num_cpus=2"]
     cwd = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True,
@@ -26,7 +28,7 @@ def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist
     deadline = time.time() + 180
     while time.time() < deadline and not list((out / "predictions").glob("part-*.parquet")):
         assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
     proc.wait()
     before = rows_by_clip(out)
