@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from emodist import schema as col
+from emodist.storage import protocol_prefix, pyarrow_filesystem
 
 PRIOR_ATTEMPTS = "prior_attempts"
 RETRIED_DIR = "_retried"
@@ -34,7 +35,7 @@ def _part_files(fs, folder: str) -> list[str]:
 def finished_parts(output_uri: str) -> list[str]:
     """The committed part files under predictions/ and failures/, as full uris."""
     fs, root = fsspec.core.url_to_fs(output_uri)
-    proto = output_uri.split("://", 1)[0] + "://" if "://" in output_uri else ""
+    proto = protocol_prefix(output_uri)
     return [proto + p for sub in ("predictions", "failures") for p in _part_files(fs, posixpath.join(root, sub))]
 
 
@@ -90,7 +91,7 @@ def take_failures_for_retry(output_uri: str) -> list[str]:
     interrupted, its set-aside parts are returned as they are (each failed clip is in
     them exactly once; what that retry already redid is skipped as finished)."""
     fs, root = fsspec.core.url_to_fs(output_uri)
-    proto = output_uri.split("://", 1)[0] + "://" if "://" in output_uri else ""
+    proto = protocol_prefix(output_uri)
     failures = posixpath.join(root, "failures")
     aside = posixpath.join(failures, RETRIED_DIR)
     if not _part_files(fs, aside):
@@ -110,8 +111,6 @@ def finish_retry(output_uri: str) -> None:
 def retry_dataset(parts: list[str]):
     """(clip_id, uri, ref_label, prior_attempts) of the failures set aside, in Ray."""
     import ray
-
-    from emodist.storage import pyarrow_filesystem
 
     # The fsspec filesystem carries the configured endpoint (storage.endpoint_url);
     # pyarrow's own S3 would not. Paths go without their protocol.

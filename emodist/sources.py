@@ -126,12 +126,8 @@ def _folder_id(folder: str, root: str) -> str:
     return PurePosixPath(folder).name
 
 
-def _protocol_prefix(uri: str) -> str:
-    return uri.split("://", 1)[0] + "://" if "://" in uri else ""
-
-
 def _dirname_uri(uri: str) -> str:
-    return _protocol_prefix(uri) + posixpath.dirname(uri.split("://", 1)[-1])
+    return storage.protocol_prefix(uri) + posixpath.dirname(uri.split("://", 1)[-1])
 
 
 # --- walking storage ------------------------------------------------------------------
@@ -178,7 +174,7 @@ def _listing_rows(uri: str, cfg, pattern: str | None, mode: str) -> Iterator[dic
     fs, root = storage.filesystem(uri, cfg)
     root = root.rstrip("/")
     regex = re.compile(fsspec.utils.glob_translate(pattern)) if pattern else None
-    prefix = _protocol_prefix(uri)
+    prefix = storage.protocol_prefix(uri)
     root_uri = prefix + root
     want_videos, want_frames = mode in ("auto", "videos"), mode in ("auto", "frames")
     emitted: set[str] = set()
@@ -523,7 +519,7 @@ def _kind(fs, path: str) -> str | None:
 
 
 def _files_with(fs, path: str, uri: str, suffixes) -> list[str]:
-    prefix = _protocol_prefix(uri)
+    prefix = storage.protocol_prefix(uri)
     return [prefix + p for p in iter_files(fs, path) if fm.has_suffix(p, suffixes)]
 
 
@@ -560,7 +556,7 @@ def open_source(input_uri: str, cfg=None) -> ClipSource:
 
 def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
     fmt = cfg.input.format
-    prefix = _protocol_prefix(uri)
+    prefix = storage.protocol_prefix(uri)
     if fsspec.core.has_magic(path):
         root = _magic_root(path)
         if _kind(fs, root) is None:
@@ -671,7 +667,7 @@ def read_manifest(uri: str, **storage_options) -> pa.Table:
             f"{uri}: manifest has no 'uri' column (columns: {table.column_names}); "
             "add a 'uri' column with one video path per row"
         )
-    base = _protocol_prefix(uri) + posixpath.dirname(path)
+    base = storage.protocol_prefix(uri) + posixpath.dirname(path)
     uris = [fm.resolve_uri(str(u or ""), base) for u in table.column(col.URI).to_pylist()]
     if col.CLIP_ID in table.column_names:
         ids = [str(x) for x in table.column(col.CLIP_ID).to_pylist()]

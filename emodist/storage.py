@@ -45,6 +45,11 @@ def protocol(uri: str) -> str:
     return uri.split("://", 1)[0].lower() if "://" in uri else "file"
 
 
+def protocol_prefix(uri: str) -> str:
+    """'s3://b/k' -> 's3://'; a plain path -> '' (to put back on fsspec's bare paths)."""
+    return uri.split("://", 1)[0] + "://" if "://" in uri else ""
+
+
 def is_local(uri: str) -> bool:
     return protocol(uri) in ("file", "local")
 
