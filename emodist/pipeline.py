@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 
 from emodist import schema as col
 from emodist import storage
