@@ -18,18 +18,3 @@ class PidDecodeStage(DecodeStage):
         out = super().__call__(batch)
         out[PID] = np.full(len(out["clip_id"]), os.getpid(), dtype=np.int64)
         return out
-
-
-_STAGES: dict[str, DecodeStage] = {}
-
-
-def decode_batch(batch, cfg):
-    """DecodeStage as a plain function, for Ray tasks (no actor pool): the stage object
-    is built once per worker process and kept (it holds no model)."""
-    key = cfg.model_dump_json()
-    stage = _STAGES.get(key)
-    if stage is None:
-        stage = _STAGES[key] = DecodeStage(cfg)
-    out = stage(batch)
-    out[PID] = np.full(len(out["clip_id"]), os.getpid(), dtype=np.int64)
-    return out

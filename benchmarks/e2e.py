@@ -15,21 +15,22 @@ of a pipeline limited only by its slowest stage. A second bound, CPU capacity = 
 The pipeline: `emodist.pipeline.run` with configs/tiny-vlm.yaml (decode and the shared
 describe+label actor at 0.5 CPU each) on a local Ray started before (never timed), one
 untimed warm-up run, then, each from a fresh output folder, with memory sampled:
-- A: N and 10N clips, default config: whole-run clips/s (actor start-up and model load
-  included: a new actor pool per run, as in production) and memory;
-- B: the 10N clips listed twice (a manifest, distinct clip ids) with Ray Data's object
-  store budget at 128 MiB. In A the decode actor, faster and seconds earlier ready than
-  the model actor, decodes every clip while the model actor starts, so the frames wait
-  in the object store and, after the first rows, only the model stage works. In B the
-  decode queue is full (the budget) when the model actor starts, and decode then runs
-  only as fast as the model consumes: both stages work at once, as in a long run once
-  Ray's default budget (GBs) has filled. B's rate after the first rows is the long-run
-  rate, compared with the bound.
+- A: N clips (N_CLIPS), default config: a whole run, actor start-up and model load
+  included (a new actor pool per run, as in production);
+- B: N and 10N clips (a manifest listing the N clips once and 10 times, distinct clip
+  ids) with Ray Data's object store budget at BUDGET_MIB: decode runs only a few
+  batches ahead of the model, so both stages work at once, as in any long run once the
+  budget (by default a share of the object store: GBs) has filled. 10N's rate after its
+  first rows is the long-run rate, compared with the bound; memory at N and 10N (the
+  target) comes from these runs;
+- full runs also: C, N and 10N with Ray's default budget (memory then follows how far
+  decode may run ahead), and D, 10N with budget and the decode settings from before the
+  throughput fixes.
 Rates "after the first rows": rows the driver received after its first batch / time from
 the first to the last batch (emodist.pipeline.PartWriter is wrapped, in this process,
 to note when each batch's rows arrive).
 Memory: peak RSS of the driver and of the Ray worker processes (sum, max, and without
-shared pages, i.e. without the object store's shared memory they map) at N and 10N.
+shared pages, i.e. without the object store's shared memory they map).
 """
 from __future__ import annotations
 
@@ -189,8 +190,8 @@ def object_store_limit(mib: float | None):
         ctx.execution_options.resource_limits = before
 
 
-BUDGET_MIB = 128  # Ray Data object store budget of the long-run measurement (~80 clips of frames)
-LONG_REPEAT = 2  # the long-run measurement lists every clip of the 10N set this many times
+BUDGET_MIB = 128  # Ray Data object store budget of the long runs (~77 clips of frames)
+N_CLIPS = 80  # N; 10N lists the same clips 10 times under distinct ids
 
 
 def repeated_manifest(folder: Path, times: int) -> Path:
@@ -207,56 +208,65 @@ def repeated_manifest(folder: Path, times: int) -> Path:
     return out
 
 
-def run(res: Results, folders: dict[int, Path], warm_folder: Path, set_name: str, reps: int,
-        pipeline_reps: int = 1, variants: bool = True) -> None:
+def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int, variants: bool = True) -> None:
+    """`folder`: the N clips (N_CLIPS); `variants`: also the default object store budget
+    at N and 10N, and the pipeline as it was before the throughput fixes."""
     from emodist.config import load_config
 
     cfg = load_config(CONFIG, [])
-    small, big = sorted(folders)
-    alone = StagesAlone(videos(folders[big])[:16], cfg)
+    n = len(videos(folder))
+    alone = StagesAlone(videos(folder)[:16], cfg)
     alone.measure(max(1, (reps + 1) // 2))
     common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
     imp = common.fresh_import_s(
         "import emodist.stages.describe, emodist.models.hf, torch, transformers; "
-        "from transformers import AutoModelForImageTextToText, AutoProcessor", max(1, pipeline_reps))
+        "from transformers import AutoModelForImageTextToText, AutoProcessor", 1)
 
     log("e2e: warm-up run (untimed)")
     pipeline_run(cfg, warm_folder)
-    # A: the default config at N and 10N clips (memory; whole-run rate). Decode is faster
-    # than the model stage and starts seconds earlier, so in runs this short it decodes
-    # everything while the model actor is still starting, and the frames wait in the
-    # object store: after the first rows, only the model stage is still working.
-    runs: dict[int, list[dict]] = {small: [], big: []}
-    # B: the same with Ray Data's object store budget at BUDGET_MIB: decode can run only
-    # a few batches ahead, so both stages work at once, as in a long run once Ray's
-    # default budget (GBs) has filled up. Its steady rate is what a long run converges to.
-    bounded: list[dict] = []
-    long_input, n_long = repeated_manifest(folders[big], LONG_REPEAT), LONG_REPEAT * big
-    for _ in range(pipeline_reps):
-        for n in (small, big):
-            r = pipeline_run(cfg, folders[n])
-            _check(r, n)
-            runs[n].append(r)
-            log(f"e2e: {n} clips in {r['wall_s']:.1f} s ({n / r['wall_s']:.2f} clips/s; first rows after "
-                f"{r['first_s'] or float('nan'):.1f} s, steady {r['steady'] or float('nan'):.1f} clips/s); peak RSS "
-                f"driver {r['mem']['driver_peak_mib']:.0f} MiB, workers sum {r['mem']['workers_sum_peak_mib']:.0f} MiB")
+    # A: the default config on N clips: a whole run, actor start-up and model load included
+    # (a new actor pool per run, as in production). Decode is faster than the model stage
+    # and starts seconds earlier, so in a run this short it decodes everything while the
+    # model actor starts; the frames wait in the object store.
+    whole = pipeline_run(cfg, folder)
+    _check(whole, n)
+    log(f"e2e: {n} clips, default config: {n / whole['wall_s']:.2f} clips/s, first rows after {whole['first_s']:.1f} s")
+    # B: N and 10N clips with Ray Data's object store budget at BUDGET_MIB: decode runs only
+    # a few batches ahead, so both stages work at once, as in any long run once the budget
+    # (by default a share of the object store: GBs) has filled. 10N's rate after its first
+    # rows is the long-run rate; memory at N and 10N comes from these runs.
+    inputs = {n: repeated_manifest(folder, 1), 10 * n: repeated_manifest(folder, 10)}
+    bounded = {}
+    for k, path in inputs.items():
         with object_store_limit(BUDGET_MIB):
-            r = pipeline_run(cfg, long_input)
-        _check(r, n_long)
-        bounded.append(r)
-        log(f"e2e: {n_long} clips, object store budget {BUDGET_MIB} MiB: {n_long / r['wall_s']:.2f} clips/s, steady "
-            f"{r['steady'] or float('nan'):.1f} clips/s")
-    variant_runs = []
-    if variants:  # a candidate fix, measured like B
-        label = "decode.threads=1 (FFmpeg within the decode actor's CPU share)"
+            bounded[k] = r = pipeline_run(cfg, path)
+        _check(r, k)
+        log(f"e2e: {k} clips, object store budget {BUDGET_MIB} MiB: {k / r['wall_s']:.2f} clips/s, steady "
+            f"{r['steady'] or float('nan'):.1f} clips/s; peak RSS driver {r['mem']['driver_peak_mib']:.0f} MiB, "
+            f"largest worker {r['mem']['worker_max_peak_mib']:.0f} MiB")
+    unbounded, before = {}, None
+    if variants:
+        for k, path in inputs.items():  # C: Ray's default budget
+            unbounded[k] = r = pipeline_run(cfg, path)
+            _check(r, k)
+            log(f"e2e: {k} clips, default budget: steady {r['steady'] or float('nan'):.1f} clips/s; largest worker "
+                f"{r['mem']['worker_max_peak_mib']:.0f} MiB")
+        # D: 10N with budget, the decode settings before the fixes (batches of 4, FFmpeg's
+        # own thread count, every frame decoded, the listing 2 blocks ahead).
+        from benchmarks.decode import BEFORE_SETTINGS
+        from emodist import sources
+
+        ahead = sources.LISTING_AHEAD_BLOCKS
+        sources.LISTING_AHEAD_BLOCKS = 2
         try:
             with object_store_limit(BUDGET_MIB):
-                r = pipeline_run(load_config(CONFIG, ["decode.threads=1"]), long_input)
-            _check(r, n_long)
-            variant_runs.append((label, r))
-            log(f"e2e variant {label}: steady {r['steady'] or float('nan'):.1f} clips/s")
+                before = pipeline_run(load_config(CONFIG, BEFORE_SETTINGS), inputs[10 * n])
+            _check(before, 10 * n)
         except Exception as exc:  # noqa: BLE001 - a variant must not cost the run
-            res.notes.append(f"e2e variant {label} failed: {type(exc).__name__}: {str(exc)[:300]}")
+            res.notes.append(f"e2e 'before the fixes' run failed: {type(exc).__name__}: {str(exc)[:300]}")
+            before = None
+        finally:
+            sources.LISTING_AHEAD_BLOCKS = ahead
     alone.measure(max(1, reps // 2 + 1))  # the stages alone again, after the pipeline runs
     a = alone.rows(res, set_name)
 
@@ -271,59 +281,56 @@ def run(res: Results, folders: dict[int, Path], warm_folder: Path, set_name: str
                         cpu_bound, note="both stages' CPU time on the machine's cores"))
     res.rows.append(Row("e2e", set_name, "import describe stage + torch + transformers in a fresh Python", 1, 1 / imp,
                         note=f"{imp:.2f} s: paid by every model actor at start (the tiny model itself loads in ~0.3 s)"))
-    t = {n: float(np.median([r["wall_s"] for r in rs])) for n, rs in runs.items()}
-    for n in (small, big):
-        res.rows.append(_run_row(set_name, f"pipeline.run, tiny VLM, warm Ray, {n} clips", runs[n], n))
-    steady_a = _median([r["steady"] for r in runs[big]])
-    res.rows.append(Row("e2e", set_name, f"pipeline.run {big} clips: rate after the first rows", big, steady_a,
-                        note="decode finished during the model actor's start-up: the model stage alone, fed "
-                             "from the object store"))
-    res.rows.append(_run_row(set_name, f"pipeline.run, {n_long} clips, object store budget {BUDGET_MIB} MiB",
-                             bounded, n_long))
-    steady = _median([r["steady"] for r in bounded])
-    res.rows.append(Row("e2e", set_name, f"pipeline.run long-run rate: {n_long} clips, budget {BUDGET_MIB} MiB, "
-                        "after the first rows", n_long, steady,
-                        note="the decode queue is full when the model actor starts; both stages then work "
-                             "together: what a long run converges to"))
-    for label, r in variant_runs:
-        res.rows.append(_run_row(set_name, f"variant: {label}, {n_long} clips, budget {BUDGET_MIB} MiB", [r],
-                                 n_long))
-    warm = big / t[big]
-    res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate / bound (slowest stage alone)", steady / bound, ">= 0.8",
-                            steady / bound >= 0.8, f"budget {BUDGET_MIB} MiB; start-up excluded"))
-    res.ratios.append(Ratio(f"[{set_name}] e2e whole warm run ({big} clips) / bound", warm / bound,
-                            ">= 0.8", warm / bound >= 0.8, "includes actor start-up and model load"))
-    res.ratios.append(Ratio(f"[{set_name}] e2e rate after first rows, default config / bound", steady_a / bound, "",
-                            None, "model stage alone in the pipeline (decode already done)"))
+    res.rows.append(_run_row(set_name, f"pipeline.run, tiny VLM, {n} clips, default config", [whole], n))
+    for k, r in bounded.items():
+        res.rows.append(_run_row(set_name, f"pipeline.run, {k} clips, object store budget {BUDGET_MIB} MiB", [r], k))
+    for k, r in unbounded.items():
+        res.rows.append(_run_row(set_name, f"pipeline.run, {k} clips, Ray's default object store budget", [r], k))
+    if before is not None:
+        res.rows.append(_run_row(set_name, f"pipeline.run, {10 * n} clips, budget {BUDGET_MIB} MiB, decode as before "
+                                 "the fixes", [before], 10 * n))
+    long_run = bounded[10 * n]
+    steady = long_run["steady"] or float("nan")
+    res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate ({10 * n} clips, after the first rows) / bound "
+                            "(slowest stage alone)", steady / bound, ">= 0.8", steady / bound >= 0.8,
+                            f"budget {BUDGET_MIB} MiB; start-up excluded"))
+    res.ratios.append(Ratio(f"[{set_name}] e2e whole run ({10 * n} clips) / bound", 10 * n / long_run["wall_s"] / bound,
+                            "", None, f"start-up included: first rows after {long_run['first_s']:.1f} s"))
+    res.ratios.append(Ratio(f"[{set_name}] e2e whole run ({n} clips, default config) / bound", n / whole["wall_s"] / bound,
+                            "", None, "mostly start-up: actor start, torch import, model load"))
     res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate / CPU-capacity bound", steady / cpu_bound, "", None,
                             f"{res.meta['ray_cpus']} CPUs"))
+    if before is not None and before["steady"]:
+        res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate / the same with decode as before the fixes",
+                                steady / before["steady"], "", None, "same clips, same run"))
 
-    # Section 3: memory at N and 10N (runs A; peaks over the repetitions).
-    mem = {n: _mem_peaks([r["mem"] for r in runs[n]]) for n in (small, big)}
-    mem_b = _mem_peaks([r["mem"] for r in bounded])
-    for label, m in ((f"{small} clips", mem[small]), (f"{big} clips", mem[big]),
-                     (f"{n_long} clips, object store budget {BUDGET_MIB} MiB", mem_b)):
-        stages = {k.removeprefix("ray::MapWorker(MapBatches(").removesuffix("))"): v
-                  for k, v in m["by_role_peak_mib"].items() if k.startswith("ray::MapWorker")}
-        own = {k.removeprefix("ray::MapWorker(MapBatches(").removesuffix("))"): v
-               for k, v in m["by_role_private_peak_mib"].items() if k.startswith("ray::MapWorker")}
-        res.rows.append(Row("memory", set_name, f"peak RSS during pipeline.run, {label}", int(label.split()[0]), None,
-                            note=(f"driver {m['driver_peak_mib']:.0f} MiB; workers sum {m['workers_sum_peak_mib']:.0f} MiB,"
-                                  f" max {m['worker_max_peak_mib']:.0f} MiB over {m['workers_seen_max']:.0f} ray:: "
-                                  f"processes; stage actors RSS {_mib(stages)}; without shared pages {_mib(own)}"),
-                            extra=m))
-    ms, mb = mem[small], mem[big]
-    for key, label in (("driver_peak_mib", "driver RSS"), ("workers_sum_peak_mib", "workers RSS (sum)"),
-                       ("worker_max_peak_mib", "largest worker RSS"),
-                       ("workers_private_sum_peak_mib", "workers RSS minus shared pages (sum)"),
-                       ("worker_private_max_peak_mib", "largest worker RSS minus shared pages")):
-        q = mb[key] / ms[key] if ms[key] else float("nan")
-        res.ratios.append(Ratio(f"[{set_name}] memory {label}: peak at {big} / at {small} clips", q, "<= 1.10",
-                                q <= 1.10, f"{ms[key]:.0f} -> {mb[key]:.0f} MiB"))
-    q = mem_b["worker_max_peak_mib"] / ms["worker_max_peak_mib"]
-    res.ratios.append(Ratio(f"[{set_name}] memory largest worker RSS: {n_long} clips with budget {BUDGET_MIB} MiB / "
-                            f"{small} clips", q, "<= 1.10", q <= 1.10,
-                            f"{ms['worker_max_peak_mib']:.0f} -> {mem_b['worker_max_peak_mib']:.0f} MiB"))
+    # Section 3: memory at N and 10N.
+    pairs = [(f"budget {BUDGET_MIB} MiB", bounded, True)] + ([("Ray's default budget", unbounded, False)]
+                                                            if unbounded else [])
+    for label, runs, targeted in pairs:
+        for k, r in runs.items():
+            m = r["mem"]
+            stages = {_stage_name(k_): v for k_, v in m["by_role_peak_mib"].items() if k_.startswith("ray::MapWorker")}
+            own = {_stage_name(k_): v for k_, v in m["by_role_private_peak_mib"].items()
+                   if k_.startswith("ray::MapWorker")}
+            res.rows.append(Row("memory", set_name, f"peak RSS during pipeline.run, {k} clips, {label}", k, None,
+                                note=(f"driver {m['driver_peak_mib']:.0f} MiB; workers sum {m['workers_sum_peak_mib']:.0f} "
+                                      f"MiB, max {m['worker_max_peak_mib']:.0f} MiB over {m['workers_seen_max']:.0f} "
+                                      f"ray:: processes; stage actors RSS {_mib(stages)}; without shared pages "
+                                      f"{_mib(own)}"), extra=m))
+        ms, mb = runs[n]["mem"], runs[10 * n]["mem"]
+        for key, what in (("driver_peak_mib", "driver RSS"), ("workers_sum_peak_mib", "workers RSS (sum)"),
+                          ("worker_max_peak_mib", "largest worker RSS"),
+                          ("workers_private_sum_peak_mib", "workers RSS minus shared pages (sum)"),
+                          ("worker_private_max_peak_mib", "largest worker RSS minus shared pages")):
+            q = mb[key] / ms[key] if ms[key] else float("nan")
+            res.ratios.append(Ratio(f"[{set_name}] memory {what}, {label}: peak at {10 * n} / at {n} clips", q,
+                                    "<= 1.10" if targeted else "", q <= 1.10 if targeted else None,
+                                    f"{ms[key]:.0f} -> {mb[key]:.0f} MiB"))
+
+
+def _stage_name(role: str) -> str:
+    return role.removeprefix("ray::MapWorker(MapBatches(").removesuffix("))")
 
 
 def _check(r: dict, n: int) -> None:
@@ -352,17 +359,6 @@ def _run_row(set_name: str, case: str, rs: list[dict], n: int) -> Row:
 
 def _mib(d: dict) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in d.items()) or "-"
-
-
-def _mem_peaks(samples: list[dict]) -> dict:
-    out = {k: float(max(s[k] for s in samples)) for k in samples[0] if not k.startswith("by_role")}
-    for key in ("by_role_peak_mib", "by_role_private_peak_mib"):
-        roles: dict[str, float] = {}
-        for s in samples:
-            for k, v in s[key].items():
-                roles[k] = max(roles.get(k, 0.0), v)
-        out[key] = dict(sorted(roles.items(), key=lambda kv: -kv[1]))
-    return out
 
 
 def _spread(walls: list[float]) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,10 +63,16 @@ class StageResources(_Strict):
 
 class DecodeConfig(StageResources):
     num_cpus: float = Field(1.0, gt=0, description="CPUs per decode actor (decode is CPU-bound).")
+    batch_size: int = Field(16, ge=1, description="Clips per decode task: Ray's cost per task (tens of ms) is small next to 16 short clips' decoding, large next to 4 (benchmarks/RESULTS.md).")
     width: int = Field(224, ge=16, le=4096, description="Frame width after resizing at decode time (what the model wants).")
     height: int = Field(224, ge=16, le=4096, description="Frame height after resizing at decode time.")
     fit: Literal["pad", "crop", "stretch"] = Field("pad", description="How to fit the aspect ratio: letterbox, center-crop or stretch.")
-    threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 lets FFmpeg choose.")
+    threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 = the decode actor's CPU share (decode.num_cpus rounded up). FFmpeg's own choice (one per core of the node) oversubscribes a node that runs several decode actors.")
+
+    @property
+    def ffmpeg_threads(self) -> int:
+        return self.threads or max(1, math.ceil(self.num_cpus))
+    skip_unpicked: bool = Field(True, description="Do not decode the non-reference frames (B-frames no other frame is predicted from) that no planned time picks; the same frames come out, faster.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: NVDEC through torchcodec, per-clip CPU fallback for streams the GPU cannot decode; auto: cuda when the cluster has GPUs and torchcodec is installed, else cpu.")
     gpu_share: float = Field(0.1, gt=0, le=1, description="GPU fraction per decode actor with device=cuda (NVDEC engines are shared; the VLM keeps the rest).")
 
@@ -204,8 +211,10 @@ class Config(_Strict):
         for section in ("decode", "face", "describer", "labeler"):
             for k in StageResources.model_fields:
                 d[section].pop(k, None)
-        # Where frames are decoded is recorded per row (decode_device), not hashed.
-        d["decode"].pop("device"), d["decode"].pop("gpu_share")
+        # Where frames are decoded is recorded per row (decode_device), not hashed; how
+        # (threads, skipped frames) gives the same frames.
+        for k in ("device", "gpu_share", "threads", "skip_unpicked"):
+            d["decode"].pop(k)
         for section in ("run", "storage"):
             d.pop(section)
         # Of the input section only the frame rate of frame folders changes labels;

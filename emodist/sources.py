@@ -38,6 +38,7 @@ import itertools
 import os
 import posixpath
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -72,6 +73,14 @@ SOURCE = pa.schema(list(CLIPS) + [
 # keeps them schedulable next to the stage actors (on 2 CPUs a 1-CPU read task would
 # wait forever for a CPU the actors hold).
 READ_NUM_CPUS = 0.25
+# Blocks (of one decode batch each) a listing or manifest read task may hold ready
+# ahead of the decode pool. Ray Data's default for a streaming read is 2: the decode
+# actors then got one batch per turn of the executor's loop and sat idle half the time
+# (75 -> 150-200 clips/s at 224 px with 2 actors; benchmarks/RESULTS.md). These rows
+# are a few hundred bytes, so thousands of clips ahead cost little; Ray's own
+# file-listing operator turns the limit off altogether. Tar shards carry the clips'
+# bytes and keep Ray's default.
+LISTING_AHEAD_BLOCKS = 1024
 BLOCK_ROWS = 256
 BLOCK_BYTES = 64 << 20
 PEEK_ITEMS = 1000
@@ -392,6 +401,24 @@ def _make_datasource(tasks: list[tuple[Callable[[], Iterator[dict]], str]], bloc
     return ClipsDatasource()
 
 
+def _read(datasource, ahead: bool):
+    """ray.data.read_datasource; with `ahead`, each read task may run LISTING_AHEAD_BLOCKS
+    blocks ahead of its consumer."""
+    import ray
+
+    if not ahead:
+        return ray.data.read_datasource(datasource, num_cpus=READ_NUM_CPUS)
+    with warnings.catch_warnings():
+        # Deprecated since Ray 2.60 (removal planned for 2.64), but no named parameter
+        # sets a read task's generator backpressure yet. tests/test_sources.py checks
+        # that the read operator still carries it after a Ray upgrade.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ray.data.read_datasource(
+            datasource, num_cpus=READ_NUM_CPUS,
+            # two objects per block: the block and its metadata
+            ray_remote_args={"_generator_backpressure_num_objects": 2 * LISTING_AHEAD_BLOCKS})
+
+
 @dataclass
 class ClipSource:
     """What the driver learned about an input, cheaply; `dataset()` reads it in Ray."""
@@ -449,7 +476,7 @@ class ClipSource:
         others = [(fn, name) for fn, name in self.row_generators() if name not in parquet]
         datasets = []
         if others:
-            datasets.append(ray.data.read_datasource(_make_datasource(others, block_rows), num_cpus=READ_NUM_CPUS))
+            datasets.append(_read(_make_datasource(others, block_rows), ahead=self.format != "webdataset"))
         if parquet:
             fs, _ = storage.filesystem(parquet[0], cfg)
             paths = [storage.filesystem(u, cfg)[1] for u in parquet]

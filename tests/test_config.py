@@ -60,3 +60,18 @@ def test_gpu_requests_without_gpus_fail_at_start_and_auto_settles():
     assert cfg.labeler.device == "cpu" and cfg.labeler.gpus_per_actor == 0
     cfg = resolve_devices(load_config(None, ["labeler.backend=vllm"]), cluster_gpus=8)
     assert cfg.labeler.device == "cuda" and cfg.labeler.gpus_per_actor == 1
+
+
+def test_ffmpeg_threads_follow_the_decode_actors_cpu_share():
+    """0 = one thread per CPU the decode actor holds: FFmpeg's own choice (one per core of
+    the node) in every actor oversubscribes a node that runs several of them."""
+    assert load_config(None, []).decode.ffmpeg_threads == 1
+    assert load_config(None, ["decode.num_cpus=0.5"]).decode.ffmpeg_threads == 1
+    assert load_config(None, ["decode.num_cpus=2.5"]).decode.ffmpeg_threads == 3
+    assert load_config(None, ["decode.num_cpus=0.5", "decode.threads=4"]).decode.ffmpeg_threads == 4
+
+
+def test_how_frames_are_decoded_is_not_hashed():
+    """Threads and skipped non-reference frames give the same frames: same config_hash."""
+    base = load_config(None, [])
+    assert load_config(None, ["decode.threads=3", "decode.skip_unpicked=false"]).digest() == base.digest()

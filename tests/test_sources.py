@@ -117,3 +117,20 @@ def test_formats_are_detected_from_suffixes_and_content(tmp_path):
     assert forced.format == "split"
     with pytest.raises(SourceError, match="not a video, manifest"):
         open_source(str(tmp_path / "one.mp4"), load_config(None, ["input.format=manifest"]))
+
+
+def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(tmp_path, ray_local):
+    """Ray Data lets a streaming read task hold 2 blocks by default; the decode pool then
+    got one batch per turn of Ray's executor loop and sat idle half the time. Listing and
+    manifest rows are tiny, so their reads may run far ahead; shards carry clip bytes.
+    The setting rides on a deprecated Ray argument: a Ray upgrade that drops it fails here."""
+    from emodist.sources import LISTING_AHEAD_BLOCKS, open_source
+
+    touch(tmp_path / "clips" / "a.mp4")
+    (tmp_path / "m.jsonl").write_text('{"uri": "x.mp4"}\n')
+    touch(tmp_path / "shards" / "a-000.tar")
+    for rel, ahead in (("clips", 2 * LISTING_AHEAD_BLOCKS), ("m.jsonl", 2 * LISTING_AHEAD_BLOCKS),
+                       ("shards", None)):
+        read = open_source(str(tmp_path / rel)).dataset()._logical_plan.dag
+        assert type(read).__name__ == "Read", rel
+        assert read.ray_remote_args.get("_generator_backpressure_num_objects") == ahead, rel

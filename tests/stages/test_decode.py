@@ -29,6 +29,36 @@ def test_picks_the_frame_on_screen_at_each_planned_time(clips_dir):
     assert out[col.NATIVE_FPS] == 25 and out[col.DURATION_S] == pytest.approx(times[-1] + 0.04, abs=0.05)
 
 
+@pytest.mark.parametrize("mode", ["msce", "sparse", "dense"])
+def test_skipping_unpicked_frames_changes_no_frame(clips_dir, fetched, mode):
+    """decode.skip_unpicked leaves the non-reference frames no planned time picks
+    undecoded: the same frames come out, with one FFmpeg thread or frame threads."""
+    for clip in [*sorted(clips_dir.glob("*.mp4"))[:4], fetched["pexels_video"]]:
+        for threads in (1, 2):
+            base = [f"mode={mode}", f"decode.threads={threads}"]
+            on = decode_clip(str(clip), load_config(None, base))
+            off = decode_clip(str(clip), load_config(None, [*base, "decode.skip_unpicked=false"]))
+            assert on.keys() == off.keys()
+            for k in on:
+                np.testing.assert_array_equal(np.asarray(on[k]), np.asarray(off[k]), err_msg=f"{clip.name} {threads} {k}")
+
+
+def test_skipping_unpicked_frames_decodes_fewer(clips_dir, fetched):
+    from emodist.plan import make_plan
+    from emodist.stages.decode import _decoded
+
+    cfg = load_config(None, [])
+    for clip in (clips_dir / "clip_00001.mp4", fetched["pexels_video"]):
+        decoded = {}
+        for skip in (False, True):
+            with av.open(str(clip)) as c:
+                s = c.streams.video[0]
+                plan = make_plan("msce", cfg.plan, float(s.duration * s.time_base), float(s.average_rate))
+                decoded[skip] = sum(1 for _ in _decoded(c, s, plan.ts_s, skip))
+        # x264's B-frames: about half the frames of both clips are non-reference.
+        assert decoded[True] < 0.8 * decoded[False], (clip.name, decoded)
+
+
 @pytest.mark.parametrize("fit", ["pad", "crop", "stretch"])
 def test_frames_come_out_at_the_model_size(clips_dir, fit):
     cfg = load_config(None, [f"decode.fit={fit}", "decode.width=160", "decode.height=96", "mode=sparse"])
