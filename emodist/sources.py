@@ -15,14 +15,14 @@ How the pipeline reads an input (`open_source`, then `ClipSource.dataset()`):
   `SourceError`s that name the input and what to do; no Ray work has started.
 - Listing a folder or glob runs in a Ray read task that walks the tree (S3: one
   ListObjectsV2 page of 1000 keys at a time; local: directory by directory) and yields
-  small arrow blocks. The driver never holds the listing. Ray Data merges a read task's
-  blocks up to `DataContext.target_max_block_size` (128 MiB, ~600k clips) before passing
-  them on and splits them again for the actor pools, so decoding starts after the first
-  128 MiB of listing, or at once for smaller inputs.
+  arrow blocks of one decode batch, up to LISTING_AHEAD_BLOCKS ahead of the decode
+  actors; decoding starts with the first block. The driver never holds the listing.
 - Manifests and split files are read by Ray tasks, one per file, in parallel: parquet
-  with `ray.data.read_parquet` (row groups in parallel); csv, jsonl and split files with
-  a streaming line reader so that a line that does not parse becomes a failure row with
-  its line number instead of aborting the run (Ray's `read_csv` can only abort or drop).
+  batch by batch; csv, jsonl and split files with a streaming line reader so that a
+  line that does not parse becomes a failure row with its line number instead of
+  aborting the run (Ray's `read_csv` can only abort or drop). Every read yields blocks
+  of one decode batch, so that all decode actors get work (`ray.data.read_parquet`
+  yields a row group per block: often the whole manifest, for one actor).
 - Tar shards are read by one Ray task per shard, member by member, without extracting
   anything to disk; the clip's bytes travel in the `data` column to the decode stage.
 Rows that fail here (a bad line, an unsafe tar member) carry `error_stage = "list"` and
@@ -472,27 +472,9 @@ class ClipSource:
         if self.table is not None:
             t = self.table
             return ray.data.from_arrow([t.slice(s, block_rows) for s in range(0, max(t.num_rows, 1), block_rows)])
-        parquet = [u for u in self.files if self.format == "manifest" and u.lower().endswith(".parquet")]
-        others = [(fn, name) for fn, name in self.row_generators() if name not in parquet]
-        datasets = []
-        if others:
-            datasets.append(_read(_make_datasource(others, block_rows), ahead=self.format != "webdataset"))
-        if parquet:
-            fs, _ = storage.filesystem(parquet[0], cfg)
-            paths = [storage.filesystem(u, cfg)[1] for u in parquet]
-            ds = ray.data.read_parquet(
-                paths, filesystem=storage.pyarrow_filesystem(fs), num_cpus=READ_NUM_CPUS,
-                columns=_present_columns(fs, paths[0]), partitioning=None,
-            )
-            base = _base_for(parquet[0], cfg)
-            datasets.append(ds.map_batches(
-                _normalize_manifest_table, fn_kwargs={"base": base}, batch_format="pyarrow",
-                num_cpus=READ_NUM_CPUS, zero_copy_batch=True,
-            ))
-        ds = datasets[0]
-        for other in datasets[1:]:
-            ds = ds.union(other)
-        return ds
+        # Parquet manifests too: read_parquet gives a row group per block (a whole
+        # manifest, often), which one decode actor would take alone.
+        return _read(_make_datasource(self.row_generators(), block_rows), ahead=self.format != "webdataset")
 
 
 def _parquet_rows(uri: str, cfg) -> Iterator[dict]:

@@ -134,3 +134,24 @@ def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(
         read = open_source(str(tmp_path / rel)).dataset()._logical_plan.dag
         assert type(read).__name__ == "Read", rel
         assert read.ray_remote_args.get("_generator_backpressure_num_objects") == ahead, rel
+
+
+@pytest.mark.parametrize("fmt", ["folder", "csv", "jsonl", "parquet"])
+def test_every_input_format_reaches_ray_in_blocks_of_one_decode_batch(tmp_path, ray_local, fmt):
+    """An actor pool hands out whole blocks: a manifest read as one block (what
+    ray.data.read_parquet gives for one row group) would be decoded by one actor alone."""
+    from emodist.config import load_config
+    from emodist.sources import open_source
+
+    uris = [str(touch(tmp_path / "clips" / f"c{i:02d}.mp4")) for i in range(37)]
+    src = {"folder": tmp_path / "clips", "csv": tmp_path / "m.csv", "jsonl": tmp_path / "m.jsonl",
+           "parquet": tmp_path / "m.parquet"}[fmt]
+    if fmt == "csv":
+        src.write_text("uri\n" + "".join(f"{u}\n" for u in uris))
+    elif fmt == "jsonl":
+        src.write_text("".join(json.dumps({"uri": u}) + "\n" for u in uris))
+    elif fmt == "parquet":
+        pq.write_table(pa.table({"uri": uris}), src)
+    ds = open_source(str(src), load_config(None, ["decode.batch_size=4"])).dataset().materialize()
+    blocks = [m.num_rows for bundle in ds.iter_internal_ref_bundles() for m in bundle.metadata]
+    assert sum(blocks) == 37 and max(blocks) <= 4, blocks
