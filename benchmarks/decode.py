@@ -5,13 +5,13 @@ every case before the next clip, the order rotating), medians of the repetitions
 case decodes with emodist's FFmpeg thread count (decode.ffmpeg_threads: 1 by default):
 - decoder limit: PyAV decodes every frame, no conversion;
 - fair limit: PyAV decodes only up to the frame after the last planned time (inter-frame
-  codecs need every packet up to the last frame wanted), no conversion;
-- the decoder's limit for the frames the plan needs: the fair limit without the
-  non-reference frames that no planned time picks (emodist's decode.skip_unpicked, its
-  own packet filter), no conversion: the target's denominator;
-- floor: the fair limit plus the RGB conversion of the picked frames at emodist's output
-  size, with `frame.to_ndarray(format, width, height)` (a new FFmpeg scaler per frame)
-  and with one `VideoReformatter` per clip called with threads=1 (what emodist does);
+  codecs need every packet up to the last frame wanted), no conversion: the decoder's
+  limit for the frames the plan needs, the target's denominator;
+- the same without the non-reference frames that no planned time picks (emodist's
+  decode.skip_unpicked, with its own packet filter), no conversion: what emodist's
+  decoder goes through;
+- floor: that plus the RGB conversion of the picked frames at emodist's output size with
+  one scaler per clip, one thread: the least work that gives emodist's output;
 - emodist `decode_clip` (msce plan, RGB 224, letterbox), and the same with
   decode.skip_unpicked=false and with one FFmpeg thread per core;
 - the `ffmpeg` CLI (`-f null -`, process start included) when an `ffmpeg` binary is on
@@ -50,8 +50,12 @@ from benchmarks.common import Ratio, Results, Row, log
 
 EPS_S = 1e-3  # as emodist.stages.decode._EPS_S
 EMO = "emodist decode_clip (msce, RGB 224)"
-# The decoder's limit for the frames the plan needs: what emodist's decoder goes through.
+FAIR = "fair limit: PyAV up to last planned frame, no conversion"
+# What emodist's decoder goes through: the fair limit less the non-reference frames no
+# planned time picks; and that plus the RGB conversion of the picked frames.
 FAIR_SKIP = "fair limit, unpicked non-reference frames skipped, no conversion"
+FLOOR = "floor: fair limit with skipping + RGB conversion of picked frames"
+NO_SKIP = "emodist decode_clip, decode.skip_unpicked=false (every frame up to the last planned)"
 E1 = "emodist Ray: listing -> DecodeStage, 1 actor"
 E2 = "emodist Ray: listing -> DecodeStage, 2 actors"
 # emodist's settings before the throughput fixes, all at once: decode batches of 4,
@@ -124,28 +128,25 @@ def decode_prefix(info: ClipInfo, threads: int, targets: np.ndarray | None = Non
     return n
 
 
-def decode_prefix_convert(info: ClipInfo, threads: int, targets: np.ndarray, reuse: bool = False) -> int:
-    """decode_prefix plus RGB conversion (FFmpeg's scaler) of each picked frame at the
-    size emodist converts to; no letterbox copy, no checks. `frame.to_ndarray(format,
-    width, height)`, as emodist's fit_frame calls it, gives every frame its own
-    VideoReformatter: a new SwsContext per frame, with swscale's automatic thread count
-    (a thread pool set up and torn down per frame: cheap on an idle machine, costly on a
-    loaded one). With `reuse`: one VideoReformatter per clip, one scaling thread."""
+def decode_prefix_convert(info: ClipInfo, threads: int, targets: np.ndarray) -> int:
+    """The least work that gives emodist's output: decode as emodist does (unpicked
+    non-reference frames skipped, up to the last planned time) and convert each picked
+    frame to RGB at emodist's output size with one scaler per clip, one thread; no
+    letterbox copy, no checks, no plan."""
+    from av.video.reformatter import VideoReformatter
+
+    from emodist.stages.decode import _decoded
+
     w, h = info.out_wh
-    if reuse:
-        from av.video.reformatter import VideoReformatter
+    rf = VideoReformatter()
 
-        rf = VideoReformatter()
+    def convert(frame):
+        return rf.reformat(frame, width=w, height=h, format="rgb24", threads=1).to_ndarray()
 
-        def convert(frame):
-            return rf.reformat(frame, width=w, height=h, format="rgb24", threads=1).to_ndarray()
-    else:
-        def convert(frame):
-            return frame.to_ndarray(format="rgb24", width=w, height=h)
     c, s = _open(info.path, threads)
     ti, prev, last_src, out = 0, None, None, 0
     with c:
-        for f in c.decode(s):
+        for f in _decoded(c, s, targets, skip_unpicked=True):
             t = f.time or 0.0
             while ti < len(targets) and targets[ti] < t - EPS_S:
                 src = prev if prev is not None else f
@@ -195,15 +196,11 @@ def in_process(res: Results, set_name: str, paths: list[str], reps: int) -> None
     n = len(infos)
     cases = {
         "decoder limit: PyAV all frames, no conversion": lambda i: decode_all(i, threads),
-        "fair limit: PyAV up to last planned frame, no conversion": lambda i: decode_prefix(i, threads),
+        FAIR: lambda i: decode_prefix(i, threads),
         FAIR_SKIP: lambda i: decode_prefix(i, threads, targets[i.path]),
-        "floor: fair limit + RGB conversion of picked frames":
-            lambda i: decode_prefix_convert(i, threads, targets[i.path]),
-        "floor, one scaler per clip, 1 thread (VideoReformatter)":
-            lambda i: decode_prefix_convert(i, threads, targets[i.path], reuse=True),
+        FLOOR: lambda i: decode_prefix_convert(i, threads, targets[i.path]),
         EMO: lambda i: len(decode_clip(i.path, cfg)["frames"]),
-        "emodist decode_clip, decode.skip_unpicked=false (every frame up to the last planned)":
-            lambda i: len(decode_clip(i.path, cfg_all)["frames"]),
+        NO_SKIP: lambda i: len(decode_clip(i.path, cfg_all)["frames"]),
         f"emodist decode_clip, decode.threads={cores} (one per core, as FFmpeg picks)":
             lambda i: len(decode_clip(i.path, cfg_cores)["frames"]),
     }
@@ -246,9 +243,9 @@ def in_process(res: Results, set_name: str, paths: list[str], reps: int) -> None
             dec, out = decoded_needed, None
         elif case.startswith("fair limit"):
             dec, out = decoded_prefix, None
-        elif case == EMO or "decode.threads" in case:  # skips what the plan does not pick
+        elif case in (EMO, FLOOR) or "decode.threads" in case:  # skip what the plan does not pick
             dec, out = decoded_needed, planned
-        else:  # conversion floors, emodist without skipping: the prefix, the planned frames out
+        else:  # emodist without skipping: the prefix, the planned frames out
             dec, out = decoded_prefix, planned
         w = t.wall_med
         res.rows.append(Row("decode", set_name, case, n, n / w, out / w if out else None, dec / w,
@@ -375,18 +372,19 @@ def _ray_row(res: Results, set_name: str, case: str, runs: list[dict], n_clips: 
 
 
 def in_ray(res: Results, set_name: str, folder: Path, reps: int, planned_per_clip: float,
-           before: bool, variants: bool, have_decord: bool, half: Path | None = None) -> None:
+           before: bool, variants: bool, have_decord: bool, half: Path | None = None,
+           settings: list[str] = ()) -> None:
     """Ray cases on `folder`, repetitions interleaved. With `half` (a folder with the
     first half of the clips), the main cases also run on it, and their marginal rate
     (n - n/2) / (T(n) - T(n/2)) is reported: start-up excluded, for readers and actor
-    pools alike."""
+    pools alike. `settings`: config overrides of emodist's main cases (noted in the rows)."""
     n = len(common_videos(folder))
     cases: dict[str, callable] = {}
     if have_decord:
         cases["ray.data.read_videos, all frames, full size"] = lambda f: read_videos(f, None, None)
         cases["ray.data.read_videos, fps=4, resize 224x224"] = lambda f: read_videos(f, 4, (224, 224))
-    cases[E1] = lambda f: emodist_ray(f, 1)
-    cases[E2] = lambda f: emodist_ray(f, 2)
+    cases[E1] = lambda f: emodist_ray(f, 1, settings)
+    cases[E2] = lambda f: emodist_ray(f, 2, settings)
     marginal = [c for c in cases if c != E1]
     if before:
         cases[BEFORE] = lambda f: emodist_ray(f, 2, BEFORE_SETTINGS, ahead_blocks=2)
@@ -413,7 +411,8 @@ def in_ray(res: Results, set_name: str, folder: Path, reps: int, planned_per_cli
         if not runs[(name, folder)]:
             continue
         per_clip = None if name.startswith("ray.data.read_videos") else planned_per_clip
-        _ray_row(res, set_name, name, runs[(name, folder)], n, per_clip)
+        note = f"with {' '.join(settings)}" if settings and name in (E1, E2) else ""
+        _ray_row(res, set_name, name, runs[(name, folder)], n, per_clip, note)
     if half:
         n_half = len(common_videos(half))
         for name in marginal:
@@ -442,26 +441,23 @@ def ratios(res: Results, set_name: str, have_decord: bool) -> None:
 
     emo = cps("decode", EMO)
     lim = cps("decode", "decoder limit: PyAV all frames, no conversion")
-    fair = cps("decode", "fair limit: PyAV up to last planned frame, no conversion")
-    floor = cps("decode", "floor: fair limit + RGB conversion of picked frames")
+    fair, fair_skip, floor = cps("decode", FAIR), cps("decode", FAIR_SKIP), cps("decode", FLOOR)
+    no_skip = cps("decode", NO_SKIP)
+    if None in (emo, lim, fair, fair_skip, floor, no_skip):
+        return
     res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / decoder limit (all frames), clips/s",
                             emo / lim, "", None, "raw"))
-    fair_skip = cps("decode", FAIR_SKIP)
     res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / decoder limit for the frames the plan needs",
-                            emo / fair_skip, ">= 0.90", emo / fair_skip >= 0.9,
-                            "decoding what emodist decodes, no conversion"))
-    res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / decoder limit up to the last planned frame",
-                            emo / fair, "", None, "every frame up to it decoded, no conversion"))
-    no_skip = cps("decode", "emodist decode_clip, decode.skip_unpicked=false (every frame up to the last planned)")
+                            emo / fair, ">= 0.90", emo / fair >= 0.9,
+                            "every frame up to the last planned one decoded, no conversion"))
+    res.ratios.append(Ratio(f"[{set_name}]   same, without the skipping (decode.skip_unpicked=false)",
+                            no_skip / fair, "", None, "the plain decode loop against the same limit"))
     res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / the same decoding every frame up to the last planned",
                             emo / no_skip, "", None, "what skipping unpicked non-reference frames gives"))
-    res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / floor incl. conversion of picked frames",
+    res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / emodist's own decoding, no conversion",
+                            emo / fair_skip, "", None, "the rest: RGB conversion of the picked frames, plan, copies"))
+    res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / floor (its decoding + conversion, nothing else)",
                             emo / floor, "", None, "what emodist adds over the unavoidable work"))
-    reuse = cps("decode", "floor, one scaler per clip, 1 thread (VideoReformatter)")
-    res.ratios.append(Ratio(f"[{set_name}] emodist decode+plan / floor with one 1-thread scaler per clip",
-                            emo / reuse, "", None, "what a reused, single-threaded SwsContext would give"))
-    if None in (emo, lim, fair, floor):
-        return
     r2 = res.row("ray", set_name, E2)
     r1 = res.row("ray", set_name, E1)
     if r2 and r1:
@@ -512,11 +508,13 @@ def _marg(res: Results, set_name: str) -> str:
 
 
 def run(res: Results, sets: dict[str, Path], ray_sets: dict[str, Path], reps: int, ray_reps: int,
-        half: Path | None = None, variants: bool = True) -> None:
+        halves: dict[str, Path] | None = None, variants: bool = True,
+        ray_settings: dict[str, list[str]] | None = None) -> None:
     """`sets`: the clip sets decoded in process; `ray_sets`: the (larger) sets, under the
-    same names, decoded in Ray; `half`: the first half of the first Ray set's clips, for
+    same names, decoded in Ray; `halves`: per Ray set, a folder of its first half, for
     marginal (start-up free) rates; `variants`: each pre-fix setting alone, on the first
-    Ray set (all of them at once runs there in any case)."""
+    Ray set (all of them at once runs there in any case); `ray_settings`: per set, config
+    overrides of emodist's Ray cases."""
     try:
         import decord  # noqa: F401
 
@@ -543,6 +541,7 @@ def run(res: Results, sets: dict[str, Path], ray_sets: dict[str, Path], reps: in
         paths = common_videos(folder)
         planned = float(np.mean([clip_info(p, cfg).n_planned for p in paths]))
         in_ray(res, name, folder, ray_reps, planned, before=k == 0, variants=variants and k == 0,
-               have_decord=have_decord, half=half if k == 0 else None)
+               have_decord=have_decord, half=(halves or {}).get(name),
+               settings=(ray_settings or {}).get(name, []))
     for name in sets:
         ratios(res, name, have_decord)

@@ -63,15 +63,11 @@ class StageResources(_Strict):
 
 class DecodeConfig(StageResources):
     num_cpus: float = Field(1.0, gt=0, description="CPUs per decode actor (decode is CPU-bound).")
-    batch_size: int = Field(16, ge=1, description="Clips per decode task: Ray's cost per task (tens of ms) is small next to 16 short clips' decoding, large next to 4 (benchmarks/RESULTS.md).")
+    batch_size: int = Field(16, ge=1, description="Clips per decode task: Ray's cost per task (tens of ms) is small next to 16 short clips' decoding, large next to 4 (benchmarks/RESULTS.md). For long or large clips (0.1 s or more of decoding each) use 2-4: the pool hands out whole batches, up to 4 per actor, so a few big ones can all go to the first actor up.")
     width: int = Field(224, ge=16, le=4096, description="Frame width after resizing at decode time (what the model wants).")
     height: int = Field(224, ge=16, le=4096, description="Frame height after resizing at decode time.")
     fit: Literal["pad", "crop", "stretch"] = Field("pad", description="How to fit the aspect ratio: letterbox, center-crop or stretch.")
     threads: int = Field(0, ge=0, le=64, description="FFmpeg decode threads per clip; 0 = the decode actor's CPU share (decode.num_cpus rounded up). FFmpeg's own choice (one per core of the node) oversubscribes a node that runs several decode actors.")
-
-    @property
-    def ffmpeg_threads(self) -> int:
-        return self.threads or max(1, math.ceil(self.num_cpus))
     skip_unpicked: bool = Field(True, description="Do not decode the non-reference frames (B-frames no other frame is predicted from) that no planned time picks; the same frames come out, faster.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: NVDEC through torchcodec, per-clip CPU fallback for streams the GPU cannot decode; auto: cuda when the cluster has GPUs and torchcodec is installed, else cpu.")
     gpu_share: float = Field(0.1, gt=0, le=1, description="GPU fraction per decode actor with device=cuda (NVDEC engines are shared; the VLM keeps the rest).")
@@ -79,6 +75,10 @@ class DecodeConfig(StageResources):
     @property
     def gpus_per_actor(self) -> float:
         return self.gpu_share if self.device == "cuda" else self.num_gpus
+
+    @property
+    def ffmpeg_threads(self) -> int:
+        return self.threads or max(1, math.ceil(self.num_cpus))
 
 
 class FaceConfig(StageResources):
