@@ -40,6 +40,7 @@ import os
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,6 +286,20 @@ def _consume(ds, t0: float, pid_col: str | None = None, path_col: str | None = N
             "per_actor": sorted(pids.values(), reverse=True), "paths": len(paths)}
 
 
+@contextmanager
+def listing_ahead(blocks: int | None):
+    """How far emodist's listing read task may run ahead of the decode pool, for the
+    datasets built inside (the setting is read when a dataset is built); None: emodist's."""
+    from emodist import sources
+
+    default = sources.LISTING_AHEAD_BLOCKS
+    sources.LISTING_AHEAD_BLOCKS = blocks or default
+    try:
+        yield
+    finally:
+        sources.LISTING_AHEAD_BLOCKS = default
+
+
 def emodist_ray(folder: Path, actors: int, extra: list[str] = (), ahead_blocks: int | None = None) -> dict:
     """emodist's listing -> DecodeStage pool, as pipeline.py wires it. `ahead_blocks`
     overrides how far the listing may run ahead (2: Ray Data's default for a streaming
@@ -297,12 +312,8 @@ def emodist_ray(folder: Path, actors: int, extra: list[str] = (), ahead_blocks: 
 
     cfg = load_config(None, ["decode.num_cpus=0.5", f"decode.actors={actors}", *extra])
     t0 = time.perf_counter()
-    default_ahead = sources.LISTING_AHEAD_BLOCKS
-    sources.LISTING_AHEAD_BLOCKS = ahead_blocks or default_ahead
-    try:
+    with listing_ahead(ahead_blocks):
         ds = sources.open_source(str(folder), cfg).dataset()
-    finally:
-        sources.LISTING_AHEAD_BLOCKS = default_ahead
     ds = ds.map_batches(PidDecodeStage, fn_constructor_kwargs={"cfg": cfg},
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.decode.num_cpus,
                         batch_size=cfg.decode.batch_size, batch_format="numpy")

@@ -256,20 +256,15 @@ def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int,
                 f"{r['mem']['worker_max_peak_mib']:.0f} MiB")
         # D: 10N with budget, the decode settings before the fixes (batches of 4, FFmpeg's
         # own thread count, every frame decoded, the listing 2 blocks ahead).
-        from benchmarks.decode import BEFORE_SETTINGS
-        from emodist import sources
+        from benchmarks.decode import BEFORE_SETTINGS, listing_ahead
 
-        ahead = sources.LISTING_AHEAD_BLOCKS
-        sources.LISTING_AHEAD_BLOCKS = 2
         try:
-            with object_store_limit(BUDGET_MIB):
+            with object_store_limit(BUDGET_MIB), listing_ahead(2):
                 before = pipeline_run(load_config(CONFIG, BEFORE_SETTINGS), inputs[10 * n])
             _check(before, 10 * n)
         except Exception as exc:  # noqa: BLE001 - a variant must not cost the run
             res.notes.append(f"e2e 'before the fixes' run failed: {type(exc).__name__}: {str(exc)[:300]}")
             before = None
-        finally:
-            sources.LISTING_AHEAD_BLOCKS = ahead
     alone.measure(max(1, reps // 2 + 1))  # the stages alone again, after the pipeline runs
     a = alone.rows(res, set_name)
 
