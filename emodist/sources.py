@@ -482,17 +482,13 @@ def _parquet_rows(uri: str, cfg) -> Iterator[dict]:
     base = _base_for(uri, cfg)
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
-        if col.URI not in pf.schema_arrow.names:
-            yield _fail(PurePosixPath(path).name, uri, f"manifest has no 'uri' column (columns: {pf.schema_arrow.names})")
+        names = pf.schema_arrow.names
+        if col.URI not in names:
+            yield _fail(PurePosixPath(path).name, uri, f"manifest has no 'uri' column (columns: {names})")
             return
-        for batch in pf.iter_batches(batch_size=BLOCK_ROWS, columns=_present_columns(fs, path)):
+        columns = [c for c in (col.URI, col.CLIP_ID, "label") if c in names]
+        for batch in pf.iter_batches(batch_size=BLOCK_ROWS, columns=columns):
             yield from _normalize_manifest_table(pa.Table.from_batches([batch]), base).to_pylist()
-
-
-def _present_columns(fs, path: str) -> list[str]:
-    with fs.open(path, "rb") as f:
-        names = pq.ParquetFile(f).schema_arrow.names
-    return [c for c in (col.URI, col.CLIP_ID, "label") if c in names]
 
 
 # --- deciding the format, in the driver -------------------------------------------------
