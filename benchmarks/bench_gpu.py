@@ -9,7 +9,7 @@ answers mean nothing; its speed is the real model's speed for the same token cou
 (a real Qwen tokenizer writes about as many text tokens for these prompts; the image
 tokens, 64 per 224x224 frame, dominate anyway).
 
-What runs, as emodist's transformers backend (emodist/models/hf.py) runs it:
+What runs, as emodist's transformers engine (emodist/models/hf_engine.py) runs it:
 - labeler: one prompt per clip, keyframes interleaved with one-line motion
   descriptions, then the lettered options; one forward pass, next-token logits;
 - captioner (motion-to-text): one prompt per gap with its 4 in-between frames;
@@ -19,8 +19,10 @@ Phases (each timed for `--seconds` after a warm-up):
 - model only: the same pre-processed batches through the model again and again (the GPU's
   rate when it is never kept waiting); labeler with full logits (what hf.py asks for)
   and with `logits_to_keep=1`;
-- serial, as in an emodist actor: processor then model, batch after batch (the GPU
-  waits while the CPU prepares the next batch).
+- serial (emodist before its engine seam): processor then model, batch after batch (the
+  GPU waits while the CPU prepares the next batch);
+- overlapped (emodist's HFEngine): a processor thread prepares the next batches while
+  the model thread runs this one (a queue of one prepared batch between them).
 Reports prompts/s, tokens/s (prompt tokens for the labeler, generated tokens for the
 captioner), GPU utilisation (nvidia-smi sampled every 100 ms; else
 torch.cuda.utilization) and peak GPU memory; prints a table and writes JSON.
@@ -310,8 +312,27 @@ def main(argv: list[str] | None = None) -> int:
     gpu = GpuSampler(device)
     rows = []
 
-    def phase(name: str, kind: str, b: int, step, prompt_tokens: int, gen_tokens: int = 0) -> None:
-        """Run `step` (one batch of b prompts) for `seconds` after one warm-up call."""
+    def overlapped(make_inputs, run_model, n: int = 4):
+        """n batches the way emodist's HFEngine runs them: one thread prepares (processor,
+        host-to-device copy), the caller's thread runs the model, one batch in between."""
+        import queue
+
+        ready: queue.Queue = queue.Queue(maxsize=1)
+
+        def prepare():
+            for k in range(n):
+                ready.put(to_dev(make_inputs(k)))
+
+        t = threading.Thread(target=prepare, daemon=True)
+        t.start()
+        for _ in range(n):
+            run_model(ready.get())
+        t.join()
+
+    def phase(name: str, kind: str, b: int, step, prompt_tokens: int, gen_tokens: int = 0,
+              per_step: int = 1) -> None:
+        """Run `step` (`per_step` batches of b prompts; `prompt_tokens`, `gen_tokens` per
+        step) for `seconds` after one warm-up call."""
         step()
         sync()
         if cuda:
@@ -328,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         util, smi_mem = gpu.window(t_start, t_end)
         rows.append({
             "phase": name, "kind": kind, "batch": b, "batches": n, "seconds": round(dt, 3),
-            "prompts_per_s": n * b / dt,
+            "prompts_per_s": n * b * per_step / dt,
             "prompt_tokens_per_s": n * prompt_tokens / dt,
             "generated_tokens_per_s": n * gen_tokens / dt if gen_tokens else None,
             "gpu_util_pct": util,
@@ -349,16 +370,22 @@ def main(argv: list[str] | None = None) -> int:
             phase(f"{kind}: processor only (CPU)", kind, b, lambda kind=kind: prep(kind, b), prompt_tokens)
             dev = to_dev(host)
             if kind == "label":
-                phase("label: model only, full logits (as hf.py)", kind, b, lambda: label_forward(dev, None),
+                phase("label: model only, full logits", kind, b, lambda: label_forward(dev, None),
                       prompt_tokens)
                 phase("label: model only, logits_to_keep=1", kind, b, lambda: label_forward(dev, 1), prompt_tokens)
-                phase("label: serial processor + model (as hf.py)", kind, b,
-                      lambda: label_forward(to_dev(prep("label", b, 1)), None), prompt_tokens)
+                phase("label: serial processor + model (before the seam)", kind, b,
+                      lambda: label_forward(to_dev(prep("label", b, 1)), 1), prompt_tokens)
+                phase("label: overlapped processor + model (HFEngine)", kind, b,
+                      lambda: overlapped(lambda k: prep("label", b, k), lambda x: label_forward(x, 1)),
+                      4 * prompt_tokens, per_step=4)
             else:
                 phase("caption: model only, generate", kind, b, lambda: caption_generate(dev), prompt_tokens,
                       b * args.new_tokens)
-                phase("caption: serial processor + generate (as hf.py)", kind, b,
+                phase("caption: serial processor + generate (before the seam)", kind, b,
                       lambda: caption_generate(to_dev(prep("caption", b, 1))), prompt_tokens, b * args.new_tokens)
+                phase("caption: overlapped processor + generate (HFEngine)", kind, b,
+                      lambda: overlapped(lambda k: prep("caption", b, k), caption_generate),
+                      4 * prompt_tokens, 4 * b * args.new_tokens, per_step=4)
             del dev, host
     gpu.close()
 

@@ -70,7 +70,8 @@ class StagesAlone:
         from ray.data.block import BlockAccessor
 
         from emodist.stages.decode import DecodeStage
-        from emodist.stages.describe import DescribeLabelStage
+        from emodist.models.engine import run_sync
+        from emodist.stages.model import DescribeLabelStage
 
         self.n = len(paths)
         self.decode = DecodeStage(cfg)
@@ -86,7 +87,8 @@ class StagesAlone:
         t0 = time.perf_counter()
         self.model = DescribeLabelStage(cfg)  # imports + model; sets torch threads as its actor does
         self.load_s = time.perf_counter() - t0
-        self.model(dict(self.model_batches[0]))  # warm-up
+        self._run = run_sync
+        self._run(self.model(dict(self.model_batches[0])))  # warm-up
         self._to_block = BlockAccessor.batch_to_block
         self.timings = {k: common.Timing() for k in ("decode", "model", "to_block")}
 
@@ -97,7 +99,7 @@ class StagesAlone:
 
         def run_model():
             for b in self.model_batches:
-                self.model(dict(b))
+                self._run(self.model(dict(b)))
 
         def run_to_block():  # what Ray does to each batch a decode actor returns
             for d in self.decoded:
@@ -221,7 +223,7 @@ def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int,
     alone.measure(max(1, (reps + 1) // 2))
     common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
     imp = common.fresh_import_s(
-        "import emodist.stages.describe, emodist.models.hf, torch, transformers; "
+        "import emodist.stages.model, emodist.models.hf_engine, torch, transformers; "
         "from transformers import AutoModelForImageTextToText, AutoProcessor", 1)
 
     log("e2e: warm-up run (untimed)")

@@ -101,6 +101,18 @@ FACENET = Package(
     notice="MIT (facenet-pytorch, Tim Esler; MTCNN weights)",
 )
 
+DASHSCOPE = Package(
+    key="dashscope-2.0.2",
+    registry="pypi",
+    spec="dashscope==2.0.2",
+    url="https://files.pythonhosted.org/packages/cc/19/3f729e67baa11da71b426eb83a2f591966042294"
+    "337f8326aa4841071126/dashscope-2.0.2-py3-none-any.whl",
+    sha256="0602d1800f7433bdb7953560986eaf5146454ed3988636c0a91963ba24e74258",
+    licence_member="dashscope-2.0.2.dist-info/licenses/LICENSE",
+    licence_sha256="c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4",
+    notice="Apache-2.0 (dashscope, Alibaba Cloud; ships Qwen's BPE vocabulary)",
+)
+
 _ASSETS: tuple[Asset, ...] = (
     Asset("face_expression_model", FACE_API, "package/model/face_expression_model.bin",
           "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d"),
@@ -119,6 +131,9 @@ _ASSETS: tuple[Asset, ...] = (
           "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
     Asset("mtcnn_onet", FACENET, "facenet_pytorch/data/onet.pt",
           "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"),
+    # Qwen's real BPE ranks (151,643): the tokenizer of the tiny Qwen2.5-VL test model.
+    Asset("qwen_tiktoken", DASHSCOPE, "dashscope/resources/qwen.tiktoken",
+          "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"),
 )
 ASSETS: dict[str, Asset] = {a.name: a for a in _ASSETS}
 

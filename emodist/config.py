@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -103,6 +103,15 @@ class ModelConfig(StageResources):
     enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the instructions, the option list).")
     max_model_len: int | None = Field(None, ge=256, description="vLLM: context length; None = the model's own.")
     max_images_per_prompt: int = Field(24, ge=1, description="vLLM: images one prompt may carry (limit_mm_per_prompt).")
+    max_num_seqs: int = Field(256, ge=1, description="vLLM: sequences the engine batches per step; emodist keeps about 1.1x this many requests pending so the engine never waits.")
+    prompts_per_forward: int = Field(16, ge=1, le=1024, description="transformers: prompts per forward pass (bounds activation memory); the processor prepares the next chunk while the model runs this one.")
+    batches_in_flight: int = Field(2, ge=1, le=64, description="Batches one actor works on at once: the next batch's requests reach the engine while this one's last clips finish. For vLLM, batch_size x batches_in_flight should reach max_num_seqs.")
+    adapter: str | None = Field(None, description="A LoRA adapter folder (local or s3://, from `emodist finetune`) loaded on top of the model; rows record it in the model column and the config hash changes with it.")
+
+    # Settings that decide speed and memory, never the labels (left out of the config hash).
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
+        "max_images_per_prompt", "max_num_seqs", "prompts_per_forward", "batches_in_flight")
 
     @property
     def gpus_per_actor(self) -> float:
@@ -151,15 +160,6 @@ class InputConfig(_Strict):
     max_frames: int = Field(500_000, ge=1, description="Most frames a clip may declare.")
 
 
-class FaultConfig(_Strict):
-    """Test-only fault injection: make one stage fail once, to prove nothing is lost."""
-
-    stage: Literal["decode", "describe", "label"] | None = Field(None, description="Stage to fail; None = no fault.")
-    kind: Literal["exit", "raise"] = Field("exit", description="exit: the actor process dies (Ray restarts it and retries its batch); raise: the model call raises (its clips become failure rows).")
-    after_batches: int = Field(1, ge=0, description="Batches the actor handles before the fault.")
-    marker: str = Field("", description="File created when the fault fires; while it exists the fault does not fire again.")
-
-
 class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address ('auto': the cluster started with `ray start` on this machine); None starts a new local Ray (under `ray job submit`, the job's cluster).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
@@ -167,7 +167,7 @@ class RunConfig(_Strict):
     object_store_mb: int | None = Field(None, ge=16, description="Cap on the object-store memory Ray Data's streaming executor may hold (decoded frames waiting for the model stage); None = Ray's default share. A few hundred MB keeps decode from running far ahead of a slow model.")
     share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
-    fault: FaultConfig = Field(FaultConfig(), description="Test-only fault injection.")
+    max_actor_restarts: int = Field(3, ge=0, description="Times Ray restarts a model actor whose engine died (a CUDA error, a dead vLLM engine) before the run stops; its batches are retried, no clip is marked failed for it.")
 
 
 class Config(_Strict):
@@ -188,6 +188,14 @@ class Config(_Strict):
         resolve_label_set(v)
         return v
 
+    @model_validator(mode="after")
+    def _prior_fits_labels(self) -> Config:
+        prior, names = self.labeler.prior, self.label_names
+        if prior is not None and len(prior) != len(names):
+            raise ValueError(f"labeler.prior has {len(prior)} values for {len(names)} labels {list(names)}; "
+                             "give one probability per label, in label order")
+        return self
+
     @property
     def label_names(self) -> tuple[str, ...]:
         return resolve_label_set(self.labels)
@@ -205,26 +213,28 @@ class Config(_Strict):
         same = (d.backend, d.model, d.device, d.dtype) == (lab.backend, lab.model, lab.device, lab.dtype)
         return self.run.share_model and same
 
-    def digest(self) -> str:
-        """Hash of what decides the labels (not resources or addresses)."""
+    def label_settings(self) -> dict:
+        """Every setting that decides the labels, as a nested dict (not resources, not
+        addresses): what `digest` hashes, and what a resume compares key by key."""
         d = self.model_dump(mode="json")
         for section in ("decode", "face", "describer", "labeler"):
-            for k in StageResources.model_fields:
+            for k in (*StageResources.model_fields, *ModelConfig.RESOURCE_FIELDS):
                 d[section].pop(k, None)
         # Where frames are decoded is recorded per row (decode_device), not hashed; how
         # (threads, skipped frames) gives the same frames.
         for k in ("device", "gpu_share", "threads", "skip_unpicked"):
             d["decode"].pop(k)
-        for section in ("run", "storage"):
-            d.pop(section)
+        # Of the run section only the seed (label-order permutations) changes labels.
+        d["run"] = {"seed": d["run"]["seed"]}
+        d.pop("storage")
         # Of the input section only the frame rate of frame folders changes labels;
         # formats, roots and limits decide what is read, not how it is labeled.
         d["input"] = {"frame_folder_fps": d["input"]["frame_folder_fps"]}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
 
-
-def _allowed_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    return [prefix + k for k in model.model_fields]
+    def digest(self) -> str:
+        """Hash of what decides the labels (`label_settings`)."""
+        return hashlib.sha256(json.dumps(self.label_settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_keys(data: Any, model: type[BaseModel], prefix: str = "") -> None:
@@ -275,34 +285,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key = ".".join(str(p) for p in err["loc"]) or "config"
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
         raise ConfigError(f"config key '{key}': {err['msg']}{got}") from None
-
-
-def resolve_devices(cfg: Config, cluster_gpus: float) -> Config:
-    """Settle device='auto' against the cluster's GPUs, and refuse, at start, a stage
-    that asks for GPUs the cluster does not have (Ray would wait for them forever)."""
-    updates = {}
-    for name in ("describer", "labeler"):
-        m: ModelConfig = getattr(cfg, name)
-        if m.device == "auto" and m.backend == "vllm":
-            updates[name] = m.model_copy(update={"device": "cuda" if cluster_gpus > 0 else "cpu"})
-    if cfg.decode.device == "cuda" and cluster_gpus == 0:
-        raise ConfigError("decode.device=cuda but the Ray cluster has no GPU; set decode.device=cpu or auto")
-    if cfg.decode.device == "auto":
-        import importlib.util
-        import logging
-
-        usable = cluster_gpus > 0 and importlib.util.find_spec("torchcodec") is not None
-        why = "GPUs and torchcodec present" if usable else (
-            "no GPU in the cluster" if cluster_gpus == 0 else "torchcodec is not installed")
-        logging.getLogger("emodist").warning("decode.device=auto: decoding on %s (%s)", "cuda" if usable else "cpu", why)
-        updates["decode"] = cfg.decode.model_copy(update={"device": "cuda" if usable else "cpu"})
-    cfg = cfg.model_copy(update=updates) if updates else cfg
-    stages = [("decode", cfg.decode), ("face", cfg.face) if cfg.face.enabled else None,
-              ("describer", cfg.describer) if cfg.uses_descriptions else None, ("labeler", cfg.labeler)]
-    for name, res in filter(None, stages):
-        if res.gpus_per_actor > 0 and cluster_gpus == 0:
-            raise ConfigError(
-                f"{name} asks for {res.gpus_per_actor:g} GPU per actor but the Ray cluster has no GPU; "
-                f"set {name}.num_gpus=0 and {name}.device=cpu, or run on a cluster with GPUs"
-            )
-    return cfg

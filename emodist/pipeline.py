@@ -20,15 +20,17 @@ import numpy as np
 
 from emodist import schema as col
 from emodist import storage
-from emodist.config import Config, StageResources, resolve_devices
+from emodist import placement
+from emodist.config import Config, ModelConfig, StageResources
 from emodist.models.prompts import PROMPT_VERSION
 from emodist.resume import (PRIOR_ATTEMPTS, count_rows, finish_retry, finished_parts, retry_dataset,
                             skip_finished, take_failures_for_retry)
 from emodist.sources import open_source
 from emodist.stages.decode import DecodeStage
-from emodist.stages.describe import DescribeLabelStage, DescribeStage
+from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
+from emodist.stages.model import DescribeLabelStage
 from emodist.writer import PartWriter
 
 log = logging.getLogger(__name__)
@@ -71,18 +73,32 @@ def init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _stage(ds, stage_cls, res: StageResources, **kwargs):
+def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, **kwargs):
+    """One fixed-size actor pool. Model stages (async) take `batches_in_flight` batches per
+    actor at once and are restarted at most `max_restarts` times when their engine dies."""
     import ray
 
-    return ds.map_batches(
-        stage_cls,
-        fn_constructor_kwargs=kwargs,
-        compute=ray.data.ActorPoolStrategy(size=res.actors),
-        num_cpus=res.num_cpus,
-        num_gpus=res.gpus_per_actor or None,
-        batch_size=res.batch_size,
-        batch_format="numpy",
-    )
+    import warnings
+
+    extra = {}
+    in_flight = res.batches_in_flight if isinstance(res, ModelConfig) else None
+    if in_flight:
+        # Bounded restarts (Ray Data's default is forever): an engine that dies at every
+        # start stops the run instead of looping. No named parameter takes it yet.
+        extra["max_restarts"] = max_restarts
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ds.map_batches(
+            stage_cls,
+            fn_constructor_kwargs=kwargs,
+            compute=ray.data.ActorPoolStrategy(size=res.actors, max_tasks_in_flight_per_actor=in_flight,
+                                               max_concurrent_calls_per_actor=in_flight),
+            num_cpus=res.num_cpus,
+            num_gpus=res.gpus_per_actor or None,
+            batch_size=res.batch_size,
+            batch_format="numpy",
+            **extra,
+        )
 
 
 def build_dataset(cfg: Config, clips):
@@ -91,10 +107,11 @@ def build_dataset(cfg: Config, clips):
     if cfg.face.enabled:
         ds = _stage(ds, FaceStage, cfg.face, cfg=cfg)
     wants_all = cfg.labeler.backend == "specialist"
+    restarts = cfg.run.max_actor_restarts
     if cfg.shares_model:
-        return _stage(ds, DescribeLabelStage, cfg.labeler, cfg=cfg, keep_all_frames=wants_all)
-    ds = _stage(ds, DescribeStage, cfg.describer, cfg=cfg, keep_all_frames=wants_all)
-    return _stage(ds, LabelStage, cfg.labeler, cfg=cfg)
+        return _stage(ds, DescribeLabelStage, cfg.labeler, restarts, cfg=cfg, keep_all_frames=wants_all)
+    ds = _stage(ds, DescribeStage, cfg.describer, restarts, cfg=cfg, keep_all_frames=wants_all)
+    return _stage(ds, LabelStage, cfg.labeler, restarts, cfg=cfg)
 
 
 def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]]:
@@ -150,7 +167,7 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     init_ray(cfg)
     import ray
 
-    cfg = resolve_devices(cfg, ray.cluster_resources().get("GPU", 0))
+    cfg = placement.settle(cfg, placement.cluster_nodes())
     if cfg.run.object_store_mb:
         limits = ray.data.DataContext.get_current().execution_options.resource_limits
         ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(

@@ -19,6 +19,7 @@ from dataclasses import asdict
 def main(argv: list[str] | None = None) -> int:
     from emodist.config import ConfigError, load_config
     from emodist.pipeline import run
+    from emodist.storage import SourceError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="YAML config file (resources, models, plan).")
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = run(cfg, args.input, args.output, progress=False, retry_failures=args.retry_failures)
+    try:
+        summary = run(cfg, args.input, args.output, progress=False, retry_failures=args.retry_failures)
+    except (ConfigError, SourceError) as exc:  # refused at start: nothing was run
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(summary)))
     return 0
 

@@ -26,6 +26,31 @@ def emodist_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def faults_file(tmp_path_factory) -> Path:
+    """Where the test hook (emodist.testing) looks for a fault to inject; set before Ray
+    starts so that its workers inherit it. Empty (no file) unless a test asks."""
+    from emodist import testing
+
+    path = tmp_path_factory.mktemp("faults") / "fault.json"
+    os.environ[testing.ENV] = str(path)
+    return path
+
+
+@pytest.fixture
+def inject(faults_file, tmp_path):
+    """inject(stage, kind, after) -> the marker file that exists once the fault fired."""
+    import json
+
+    def arm(stage: str, kind: str, after: int = 0) -> Path:
+        marker = tmp_path / f"fault-{stage}-{kind}-fired"
+        faults_file.write_text(json.dumps({"stage": stage, "kind": kind, "after": after, "marker": str(marker)}))
+        return marker
+
+    yield arm
+    faults_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """2 shared cores: torch's thread pool spins and runs slower than one thread."""
     import torch
@@ -125,10 +150,18 @@ def ray_local(emodist_cache):
     ray.shutdown()
 
 
+SMALL = ("decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
 def small_config(*overrides: str):
     """The default config with resources that fit 2 CPUs."""
-    base = ["decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"]
-    return load_config(None, base + list(overrides))
+    return load_config(None, [*SMALL, *overrides])
+
+
+def tiny_config(*overrides: str):
+    """The tiny random VLM (configs/tiny-vlm.yaml: exercises the VLM machinery) on 2 CPUs."""
+    return load_config(CONFIGS / "tiny-vlm.yaml", [*SMALL, *overrides])
 
 
 def rows_by_clip(out: Path) -> dict[str, list[str]]:

@@ -5,19 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emodist.config import load_config
+from emodist import placement
+from emodist.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def stage_requests(cfg):
-    """(stage, actors, cpus per actor, gpus per actor) as the pipeline asks Ray."""
-    out = [("decode", cfg.decode.actors, cfg.decode.num_cpus, cfg.decode.gpus_per_actor)]
-    if not cfg.shares_model:
-        d = cfg.describer
-        out.append(("describe", d.actors, d.num_cpus, d.gpus_per_actor))
-    lab = cfg.labeler
-    return out + [("label", lab.actors, lab.num_cpus, lab.gpus_per_actor)]
 
 
 def launcher_groups():
@@ -40,20 +31,22 @@ def kuberay_groups():
 
 @pytest.mark.parametrize("groups_of", [launcher_groups, kuberay_groups])
 def test_every_stage_fits_and_gpu_stages_land_on_gpu_nodes(groups_of):
+    """The shipped cluster shapes hold every pool of configs/cluster-msce.yaml, placed as
+    the run's own start-up check places them, with the GPU stages on GPU nodes."""
     groups, _ = groups_of()
     cfg = load_config(ROOT / "configs" / "cluster-msce.yaml")
-    total_cpu = sum(c * n for c, _, n in groups.values())
-    total_gpu = sum(g * n for _, g, n in groups.values())
-    cpu_needed = gpu_needed = 0.0
-    for stage, actors, cpus, gpus in stage_requests(cfg):
-        fits = [name for name, (c, g, _) in groups.items() if c >= cpus and g >= gpus]
-        assert fits, f"{stage}: no node type has {cpus} CPUs and {gpus} GPUs"
-        if gpus > 0:
+    nodes = [placement.Node(c, g) for c, g, n in groups.values() for _ in range(n)]
+    settled = placement.settle(cfg, nodes)  # raises when a pool cannot be placed
+    pools = placement.pools(settled)
+    assert sum(p.actors * p.gpus for p in pools) > 0, "the cluster config runs the VLM on GPUs"
+    for p in pools:
+        fits = [name for name, (c, g, _) in groups.items() if c >= p.cpus and g >= p.gpus]
+        assert fits, f"{p.stage}: no node type has {p.cpus} CPUs and {p.gpus} GPUs"
+        if p.gpus > 0:
             assert all(groups[n][1] > 0 for n in fits)
-        cpu_needed += actors * cpus
-        gpu_needed += actors * gpus
-    assert gpu_needed > 0, "the cluster config runs the VLM on GPUs"
-    assert gpu_needed <= total_gpu and cpu_needed <= total_cpu
+    # Without the GPU group, the same config is refused at start, not left waiting.
+    with pytest.raises(ConfigError, match="cannot place|no GPU"):
+        placement.settle(cfg, [n for n in nodes if n.gpus == 0])
 
 
 def test_vllm_actors_ask_for_their_tensor_parallel_gpus():

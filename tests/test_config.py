@@ -51,17 +51,6 @@ def test_hash_ignores_resources_but_not_labels_or_models():
     assert load_config(None, ["labels=mafw"]).digest() != base.digest()
 
 
-def test_gpu_requests_without_gpus_fail_at_start_and_auto_settles():
-    from emodist.config import resolve_devices
-
-    with pytest.raises(ConfigError, match="labeler asks for 1 GPU per actor but the Ray cluster has no GPU"):
-        resolve_devices(load_config(None, ["labeler.num_gpus=1"]), cluster_gpus=0)
-    cfg = resolve_devices(load_config(None, ["labeler.backend=vllm", "describer.backend=vllm"]), cluster_gpus=0)
-    assert cfg.labeler.device == "cpu" and cfg.labeler.gpus_per_actor == 0
-    cfg = resolve_devices(load_config(None, ["labeler.backend=vllm"]), cluster_gpus=8)
-    assert cfg.labeler.device == "cuda" and cfg.labeler.gpus_per_actor == 1
-
-
 def test_ffmpeg_threads_follow_the_decode_actors_cpu_share():
     """0 = one thread per CPU the decode actor holds: FFmpeg's own choice (one per core of
     the node) in every actor oversubscribes a node that runs several of them."""

@@ -1,4 +1,8 @@
-"""`ray job submit` against a real local head: the relabel entrypoint runs on it."""
+"""`ray job submit` against a real local head: the relabel entrypoint runs on it.
+
+The head advertises 2 GPUs it does not have (`--num-gpus=2`): the shipped cluster
+config's 1-GPU model actors are scheduled onto them (Ray sets CUDA_VISIBLE_DEVICES),
+with the models on the CPU: a cluster's placement rehearsed on one machine."""
 import json
 import os
 import signal
@@ -36,7 +40,7 @@ def ray_head(tmp_path_factory, emodist_cache):
          # own local Ray holds them, so this head's agents get free ports of their own.
          *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                    "runtime-env-agent-port", "metrics-export-port")),
-         "--num-cpus=2", "--disable-usage-stats"],
+         "--num-cpus=2", "--num-gpus=2", "--disable-usage-stats"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
@@ -58,26 +62,55 @@ def ray_head(tmp_path_factory, emodist_cache):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_relabel_job_via_ray_job_submit(ray_head, clips_dir, tmp_path):
+# configs/cluster-msce.yaml scaled to this machine: the same stages and pools (1-GPU model
+# actors, one engine for both MSCE stages), fewer and smaller, the tiny VLM on the CPU.
+SCALED_DOWN = ["describer.backend=transformers", "labeler.backend=transformers",
+               "describer.model=builtin:tiny-vlm", "labeler.model=builtin:tiny-vlm",
+               "describer.device=cpu", "labeler.device=cpu", "labeler.actors=2", "labeler.num_cpus=0.5",
+               "labeler.batch_size=2", "decode.actors=1", "decode.num_cpus=0.5", "decode.batch_size=2",
+               "decode.width=224", "decode.height=224", "storage.region=null"]
+
+
+def submit(ray_head, out: Path, clips_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
     address, env = ray_head
-    out = tmp_path / "out"
     runtime_env = {"excludes": [".venv", ".venv-vllm", ".git", "demo", "*.mp4"],
                    "env_vars": {"EMODIST_CACHE": env["EMODIST_CACHE"]}}
+    sets = [a for o in overrides for a in ("--set", o)]
     cmd = [RAY, "job", "submit", f"--address={address}", f"--working-dir={ROOT}",
            f"--runtime-env-json={json.dumps(runtime_env)}", "--",
-           sys.executable, "ray_jobs/relabel.py", "--config", "configs/tiny-vlm.yaml",
-           "--input", str(clips_dir / "manifest.csv"), "--output", str(out), "--set", "mode=sparse"]
+           sys.executable, "ray_jobs/relabel.py", "--config", "configs/cluster-msce.yaml",
+           "--input", str(clips_dir / "manifest.csv"), "--output", str(out), *sets]
     # Ray 2.60's head requires a token; the client reads it from ~/.ray/auth_token.
     # The dashboard answers before the head's job agent has registered: Ray then refuses
     # with "No available agent ... try again later", so retry that (and only that), bounded.
     for _ in range(12):
         res = subprocess.run(cmd, env=env | {"RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=400)
         if res.returncode == 0 or "No available agent" not in res.stdout + res.stderr:
-            break
+            return res
         time.sleep(5)
+    return res
+
+
+def test_the_cluster_config_runs_as_a_submitted_job_on_fake_gpus(ray_head, clips_dir, tmp_path):
+    out = tmp_path / "out"
+    res = submit(ray_head, out, clips_dir, SCALED_DOWN)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in (res.stdout + res.stderr).lower()
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["labeled"], summary["failed"]) == (10, 0)
     rows = rows_by_clip(out)
     assert len(rows) == 10 and all(v == ["prediction"] for v in rows.values())
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_at_start(ray_head, clips_dir, tmp_path):
+    """3 one-GPU model actors on 2 GPUs: refused in seconds with the numbers, not left
+    waiting for a GPU that never comes."""
+    start = time.time()
+    res = submit(ray_head, tmp_path / "out", clips_dir, SCALED_DOWN + ["labeler.actors=3"])
+    text = res.stdout + res.stderr
+    assert res.returncode != 0, text[-3000:]
+    assert "error: cannot place the stage pools on this Ray cluster" in text
+    assert "3 GPUs asked in all, the cluster has 2" in text and "nodes: 2 CPU/2 GPU" in text
+    assert "labeler: 3 x (0.5 CPU + 1 GPU)" in text and "lower" in text
+    assert time.time() - start < 120
+    assert not (tmp_path / "out" / "predictions").exists()

@@ -48,11 +48,9 @@ def test_retry_failures_reruns_only_failed_clips_and_counts_attempts(ray_local, 
     assert not list((out / "failures" / "_retried").glob("*.parquet"))
 
 
-def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm, clips_dir, tmp_path):
-    marker = tmp_path / "fault-fired"
-    cfg = small_config("mode=sparse", "labeler.batch_size=2", "decode.batch_size=2",
-                       "run.fault.stage=label", "run.fault.kind=exit", "run.fault.after_batches=1",
-                       f"run.fault.marker={marker}")
+def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm, clips_dir, tmp_path, inject):
+    marker = inject("label", "exit", after=1)
+    cfg = small_config("mode=sparse", "labeler.batch_size=2", "decode.batch_size=2")
     s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
     assert marker.exists()  # the fault really fired
     assert (s.labeled, s.failed) == (10, 0)
@@ -60,12 +58,24 @@ def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm,
     assert len(rows) == 10 and all(v == ["prediction"] for v in rows.values())
 
 
-def test_model_call_that_raises_fails_no_clip_silently(ray_local, tiny_vlm, clips_dir, tmp_path):
-    marker = tmp_path / "fault-fired"
-    cfg = small_config("mode=sparse", "run.fault.stage=label", "run.fault.kind=raise",
-                       f"run.fault.marker={marker}")
+def test_model_call_that_raises_fails_no_clip_silently(ray_local, tiny_vlm, clips_dir, tmp_path, inject):
+    marker = inject("label", "raise")
+    cfg = small_config("mode=sparse")
     s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
     assert marker.exists()
     rows = rows_by_clip(tmp_path / "out")
     assert len(rows) == 10 and all(len(v) == 1 for v in rows.values())
-    assert s.labeled + s.failed == 10
+    assert s.labeled + s.failed == 10 and s.failed == 1
+
+
+def test_an_engine_that_dies_mid_batch_loses_no_clip_and_fails_none(ray_local, tiny_vlm, clips_dir, tmp_path, inject):
+    """The engine raises EngineDead on its 3rd request, in msce with several batches in
+    flight: the actor exits, Ray restarts it and retries its batches; every clip gets
+    its prediction and none is marked failed for the engine's death."""
+    marker = inject("describe", "engine_dead", after=2)
+    cfg = small_config("mode=msce", "labeler.batch_size=2", "decode.batch_size=2", "labeler.batches_in_flight=2")
+    s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
+    assert marker.exists()  # the engine really died
+    assert (s.labeled, s.failed) == (10, 0)
+    rows = rows_by_clip(tmp_path / "out")
+    assert len(rows) == 10 and all(v == ["prediction"] for v in rows.values())

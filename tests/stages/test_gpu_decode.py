@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emodist import schema as col
-from emodist.config import ConfigError, load_config, resolve_devices
+from emodist.config import ConfigError, load_config
 from emodist.stages.decode import DecodeStage, decode_clip, fit_frame
 from emodist.stages.gpu_decode import GpuUnsupported, fit_batch, nvdec_refusal
 
@@ -25,22 +25,6 @@ from emodist.stages.gpu_decode import GpuUnsupported, fit_batch, nvdec_refusal
 def test_nvdec_capabilities(codec, pix_fmt, gpu, refused):
     reason = nvdec_refusal(codec, pix_fmt, gpu)
     assert (reason is None) if refused is None else (refused in reason)
-
-
-def test_cuda_decode_asks_ray_for_a_gpu_share_and_fails_at_start_without_gpus():
-    cfg = load_config(None, ["decode.device=cuda", "decode.gpu_share=0.25"])
-    assert cfg.decode.gpus_per_actor == 0.25
-    assert load_config(None, ["decode.device=cpu"]).decode.gpus_per_actor == 0
-    with pytest.raises(ConfigError, match="decode.device=cuda but the Ray cluster has no GPU"):
-        resolve_devices(cfg, cluster_gpus=0)
-
-
-def test_auto_decodes_on_cpu_without_gpus_and_says_so_once(caplog):
-    with caplog.at_level(logging.WARNING, logger="emodist"):
-        cfg = resolve_devices(load_config(), cluster_gpus=0)
-    assert cfg.decode.device == "cpu" and cfg.decode.gpus_per_actor == 0
-    said = [r.getMessage() for r in caplog.records if "decode.device=auto" in r.getMessage()]
-    assert said == ["decode.device=auto: decoding on cpu (no GPU in the cluster)"]
 
 
 class FakeGpu:

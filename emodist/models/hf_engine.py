@@ -1,0 +1,274 @@
+"""The transformers engine: AutoProcessor + AutoModelForImageTextToText, on CPU or GPU.
+
+Works with any chat VLM whose processor takes interleaved images (Qwen2.5-VL, LLaVA,
+InternVL, ...), from a hub id or a local folder. Option scoring reads the next-token
+log-probabilities in one forward pass (last position only).
+
+Kept busy: requests are cut into chunks of `prompts_per_forward` prompts; one thread
+runs the processor (chat template, tokenizer, image preprocessing: CPU work) on the
+next chunks while another runs the model on the current one, so the GPU does not wait
+for the CPU between forwards. A chunk never mixes prompts of two calls: a clip's
+prompts are batched together and with nothing else, so a clip's results do not depend
+on what else the actor was doing (runs are reproducible).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from emodist.models.engine import Prompt, awaitable
+
+log = logging.getLogger(__name__)
+
+# Chunks prepared ahead of the model: one waiting while the processor makes the next.
+PREPARED_AHEAD = 1
+
+
+def resolve_model(model: str) -> str:
+    """A model id or folder as transformers and vLLM take it (builtin: names built here)."""
+    if model == "builtin:tiny-vlm":
+        from emodist.models.tiny import ensure_tiny_vlm
+
+        return str(ensure_tiny_vlm())
+    if model == "builtin:tiny-qwen2.5-vl":
+        from emodist.models.tiny import ensure_tiny_qwen
+
+        return str(ensure_tiny_qwen())
+    return model
+
+
+def load_processor(path: str):
+    """The model's processor; without torchvision (CPU machines), an image-only one.
+
+    transformers builds a Qwen2-VL-family processor with its video processor, which
+    needs torchvision; emodist sends frames as images, never as video, so the processor
+    is rebuilt from its image processor (the PIL backend) and tokenizer instead."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available() and (_read_json(path, "video_preprocessor_config.json") is not None
+                                           or _needs_video_processor(path)):
+        log.info("%s: torchvision is not installed; using an image-only processor", path)
+        return image_only_processor(path)
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except ImportError as exc:
+        if "torchvision" not in str(exc).lower():
+            raise
+        log.info("%s: torchvision is not installed; using an image-only processor", path)
+        return image_only_processor(path)
+
+
+def _needs_video_processor(path: str) -> bool:
+    """True for processor classes built with a video processor (Qwen2-VL family, ...)."""
+    import inspect
+
+    import transformers
+
+    config = _read_json(path, "processor_config.json") or _read_json(path, "preprocessor_config.json") or {}
+    cls = getattr(transformers, config.get("processor_class") or "", None)
+    return cls is not None and "video_processor" in inspect.signature(cls.__init__).parameters
+
+
+def image_only_processor(path: str):
+    """The model's own processor class without its video processor: a subclass whose
+    constructor does not take one (transformers decides a processor's parts from its
+    constructor's signature), loaded from the model's files like the original."""
+    import inspect
+
+    import transformers
+
+    config = _read_json(path, "processor_config.json") or _read_json(path, "preprocessor_config.json") or {}
+    name = config.get("processor_class")
+    cls = getattr(transformers, name, None) if name else None
+    params = list(inspect.signature(cls.__init__).parameters)[1:4] if cls is not None else []
+    if params != ["image_processor", "tokenizer", "video_processor"]:
+        raise ImportError(
+            f"{path}: its processor ({name or 'unnamed'}) needs torchvision and has no image-only "
+            "form emodist knows; install torchvision"
+        )
+
+    class ImageOnly(cls):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__  # what the vLLM engine matches on
+    return ImageOnly.from_pretrained(path)
+
+
+def _read_json(path: str, name: str) -> dict | None:
+    import json
+    import os
+
+    local = os.path.join(path, name)
+    if os.path.isdir(path):
+        if not os.path.exists(local):
+            return None
+        with open(local) as f:
+            return json.load(f)
+    try:  # a hub id: the file from the local cache (or the hub, where reachable)
+        from huggingface_hub import hf_hub_download
+
+        with open(hf_hub_download(path, name)) as f:
+            return json.load(f)
+    except Exception:  # noqa: BLE001 - absent file: None
+        return None
+
+
+@dataclass(slots=True)
+class _Job:
+    kind: str  # "generate" | "logprobs"
+    prompts: Sequence[Prompt]
+    arg: Any  # max_new_tokens | token ids
+    future: concurrent.futures.Future
+
+
+class HFEngine:
+    """One loaded transformers model; see the module docstring for how it is kept busy."""
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", *,
+                 prompts_per_forward: int = 16, adapters: dict[str, str] | None = None):
+        import torch
+        from transformers import AutoModelForImageTextToText
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per actor per load is noise in a batch job
+        self.model_id = model
+        path = resolve_model(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        self.device = device
+        self.prompts_per_forward = prompts_per_forward
+        self.processor = load_processor(path)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"  # the last position is every prompt's next token
+        model_obj = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
+        self.adapters = dict(adapters or {})
+        if self.adapters:
+            from emodist.models.adapters import attach_adapters
+
+            model_obj = attach_adapters(model_obj, self.adapters)
+        self.model = model_obj.to(device).eval()
+        self.busy_s = 0.0  # seconds the model thread spent in forwards (for benchmarks)
+        self._todo: queue.Queue = queue.Queue()
+        self._ready: queue.Queue = queue.Queue(maxsize=PREPARED_AHEAD)
+        self._threads = [threading.Thread(target=self._prepare_loop, name="hf-processor", daemon=True),
+                         threading.Thread(target=self._model_loop, name="hf-model", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # --- the protocol -------------------------------------------------------------
+
+    async def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
+        parts = await self._run("generate", prompts, max_new_tokens)
+        return [t for chunk in parts for t in chunk]
+
+    async def token_logprobs(self, prompts: Sequence[Prompt], token_ids: Sequence[int]) -> np.ndarray:
+        if not prompts:
+            return np.zeros((0, len(token_ids)))
+        return np.concatenate(await self._run("logprobs", prompts, [int(t) for t in token_ids]))
+
+    def close(self) -> None:
+        self._todo.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+
+    # --- the two threads ----------------------------------------------------------
+
+    async def _run(self, kind: str, prompts: Sequence[Prompt], arg) -> list:
+        import asyncio
+
+        if not prompts:
+            return []
+        if len({p.adapter for p in prompts}) > 1:
+            raise ValueError("one engine call takes one adapter; please report")
+        n = self.prompts_per_forward
+        futures = []
+        for s in range(0, len(prompts), n):
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            self._todo.put(_Job(kind, prompts[s : s + n], arg, fut))
+            futures.append(awaitable(fut))
+        return list(await asyncio.gather(*futures))
+
+    def _prepare_loop(self) -> None:
+        while True:
+            job = self._todo.get()
+            if job is None:
+                self._ready.put(None)
+                return
+            try:
+                inputs = self._inputs(job.prompts)
+            except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                job.future.set_exception(exc)
+                continue
+            self._ready.put((job, inputs))
+
+    def _model_loop(self) -> None:
+        import time
+
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            job, inputs = item
+            t0 = time.perf_counter()
+            try:
+                with self._adapter(job.prompts[0].adapter):
+                    out = self._generate(inputs, job.arg) if job.kind == "generate" else self._logprobs(inputs, job.arg)
+            except BaseException as exc:  # noqa: BLE001 - the caller decides (clip or fatal)
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(out)
+            self.busy_s += time.perf_counter() - t0
+
+    # --- model work ---------------------------------------------------------------
+
+    def _inputs(self, prompts: Sequence[Prompt]):
+        texts = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": p.parts}], add_generation_prompt=True, tokenize=False
+            )
+            for p in prompts
+        ]
+        flat = [img for p in prompts for img in p.images]
+        kwargs = {"images": flat} if flat else {}
+        return self.processor(text=texts, return_tensors="pt", padding=True, **kwargs).to(self.device)
+
+    def _adapter(self, name: str | None):
+        """The adapter a chunk asks for (peft), or the base model."""
+        import contextlib
+
+        if not self.adapters:
+            if name is not None:
+                raise ValueError(f"adapter {name!r} asked of an engine loaded without adapters; please report")
+            return contextlib.nullcontext()
+        if name is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def _generate(self, inputs, max_new_tokens: int) -> list[str]:
+        import torch
+
+        with torch.inference_mode():
+            ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def _logprobs(self, inputs, token_ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            # Only the last position's logits: the rest would be ~10% of the compute
+            # and gigabytes of bf16 for a real model's vocabulary.
+            logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+            return torch.log_softmax(logits, dim=-1)[:, token_ids].cpu().numpy().astype(np.float64)

@@ -1,0 +1,264 @@
+"""The vLLM engine: vLLM's async engine (`AsyncLLM`), created inside the stage's actor.
+
+It answers the engine protocol (engine.py) like the transformers engine: the same
+prompts (prompts.py's parts rendered by the model's own HF chat template), the same
+option scoring, the same outputs. Requests from every clip of every batch in flight go
+to the engine as they arrive; vLLM batches them continuously. At most about 1.1 x
+`max_num_seqs` requests are pending at once (Ray's own LLM stage does the same), so the
+scheduler always has the next ones without the actor holding thousands of images.
+
+The engine runs on an event loop of its own, on a thread of its own: callers on any
+loop (Ray's UDF loop, `asyncio.run` in tests) await futures from it. Images become PIL
+images in a small thread pool, and for Qwen2-VL-family processors the pixel bounds are
+set to the frames' own size (`mm_processor_kwargs`): the frames arrive at the model's
+size from the decode stage, so the front-end does no resizing, and start-up profiling
+uses the real image size instead of Qwen's 12.8 M-pixel maximum.
+
+Option scoring needs the log-probability of every option letter at the next token.
+Two ways, chosen by what the installed vLLM offers:
+- `SamplingParams(logprob_token_ids=<letter ids>)` (vLLM 0.28+): the log-probs of exactly
+  these tokens from the engine's `raw_logprobs` (the full-vocabulary log-softmax), the
+  numbers the transformers engine reads;
+- older vLLM: `allowed_token_ids=<letter ids>`, `logprobs=len(ids)` and
+  `logprobs_mode="processed_logprobs"`: log-softmax over the letters only, one constant
+  per prompt away from the raw values (the scorer's renormalisation cancels it).
+An engine-core death raises vLLM's EngineDeadError, which the stage treats as fatal.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+
+from emodist.config import ModelConfig
+from emodist.models import prompts
+from emodist.models.engine import Prompt
+from emodist.models.hf_engine import load_processor, resolve_model
+
+# KV cache of a CPU engine unless VLLM_CPU_KVCACHE_SPACE (GiB) says otherwise: vLLM's
+# CPU default is a share of all RAM, which several actors on one machine cannot all take.
+CPU_KV_CACHE_BYTES = 1 << 30
+# More than any label set's letters in their two spellings ('A', ' A').
+MAX_LOGPROBS = 2 * len(prompts.LETTERS)
+# Pending requests per engine, as a multiple of max_num_seqs.
+PENDING_FACTOR = 1.1
+QWEN_VL_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor")
+
+
+def supports_logprob_token_ids() -> bool:
+    from vllm import SamplingParams
+
+    try:
+        SamplingParams(max_tokens=1, logprob_token_ids=[0])
+    except TypeError:
+        return False
+    return True
+
+
+def platform_for(device: str) -> str:
+    """'cpu' or 'cuda' for the installed vLLM, checked against the configured device."""
+    from vllm.platforms import current_platform
+
+    kind = "cpu" if current_platform.is_cpu() else "cuda"
+    want = device.split(":", 1)[0]
+    if want not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r}: the vllm backend takes 'auto', 'cpu' or 'cuda[:N]'")
+    if want != "auto" and want != kind:
+        fix = ("install the CPU build in its own venv (scripts/setup_vllm.sh)" if want == "cpu"
+               else "install the official vllm on a GPU machine")
+        raise ValueError(f"device={device!r}, but the installed vLLM runs on {kind}; "
+                         f"set device=auto or {fix}")
+    if want == "cuda" and ":" in device and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        # Outside Ray (which sets CUDA_VISIBLE_DEVICES for its actors), pick the GPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    return kind
+
+
+class VLLMEngine:
+    """One vLLM async engine behind the engine protocol."""
+
+    def __init__(self, cfg: ModelConfig, *, seed: int = 0, images: bool = True,
+                 image_size: tuple[int, int] | None = None, adapters: dict[str, str] | None = None):
+        self.model_id = cfg.model
+        path = resolve_model(cfg.model)
+        self.platform = platform_for(cfg.device)
+        # The HF processor renders the chat template exactly as the transformers engine does.
+        self.processor = load_processor(path)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        multimodal = hasattr(self.processor, "image_processor")  # text-only: a bare tokenizer
+        if multimodal and self.platform == "cpu":
+            try:  # vLLM inspects vision models with torchvision; vllm-cpu's does not load
+                import torchvision  # noqa: F401
+            except Exception as exc:  # noqa: BLE001 - ImportError or a broken build
+                raise RuntimeError(
+                    f"{cfg.model}: vLLM's CPU build cannot run vision models (torchvision does not "
+                    "load here); use backend=transformers, or the official vllm on a GPU"
+                ) from exc
+        self.max_images = cfg.max_images_per_prompt if images and multimodal else 0
+        self.token_ids_api = supports_logprob_token_ids()
+        self.adapters = {name: (i + 1, p) for i, (name, p) in enumerate(sorted((adapters or {}).items()))}
+        self.engine_kwargs = self._engine_kwargs(cfg, path, seed, multimodal, image_size)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vllm-images")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+        self._pending = None
+        self.engine = self._call(self._start(cfg.max_num_seqs)).result()
+        # The transformers engine's greedy generate applies the model's generation_config,
+        # of which only repetition_penalty changes a greedy answer (Qwen2.5-VL ships 1.05).
+        self.repetition_penalty = float(
+            (self.engine.model_config.get_diff_sampling_param() or {}).get("repetition_penalty", 1.0))
+
+    def _engine_kwargs(self, cfg: ModelConfig, path: str, seed: int, multimodal: bool,
+                       image_size: tuple[int, int] | None) -> dict:
+        dtype = cfg.dtype
+        if dtype == "auto":  # as the transformers engine: bfloat16 on GPU, float32 on CPU
+            dtype = "bfloat16" if self.platform == "cuda" else "float32"
+        kwargs: dict = dict(
+            model=path, dtype=dtype, seed=seed, tensor_parallel_size=cfg.tensor_parallel_size,
+            enable_prefix_caching=cfg.enable_prefix_caching, max_logprobs=MAX_LOGPROBS,
+            max_num_seqs=cfg.max_num_seqs,
+            logprobs_mode="raw_logprobs" if self.token_ids_api else "processed_logprobs",
+        )
+        if multimodal:  # older vLLM refuses the limits for text-only models
+            # Frames go in as images, never as video; 0 of everything (text mode) lets
+            # vLLM skip the vision tower.
+            kwargs["limit_mm_per_prompt"] = {"image": self.max_images}
+            if hasattr(self.processor, "video_processor"):
+                kwargs["limit_mm_per_prompt"]["video"] = 0
+            if image_size and type(self.processor).__name__ in QWEN_VL_PROCESSORS:
+                pixels = image_size[0] * image_size[1]
+                kwargs["mm_processor_kwargs"] = {"min_pixels": pixels, "max_pixels": pixels}
+        if cfg.max_model_len is not None:
+            kwargs["max_model_len"] = cfg.max_model_len
+        if self.adapters:
+            kwargs.update(enable_lora=True, max_loras=len(self.adapters),
+                          max_lora_rank=max(_lora_rank(p) for _, p in self.adapters.values()))
+        if self.platform == "cuda":
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            # torch.compile warm-up takes ~30 s per engine on a small CPU; the CPU build
+            # serves tests and small runs, where start-up dominates.
+            kwargs["enforce_eager"] = True
+        return kwargs
+
+    async def _start(self, max_num_seqs: int):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._pending = asyncio.Semaphore(max(1, int(PENDING_FACTOR * max_num_seqs)))
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_kwargs))
+        try:
+            for name in self.adapters:
+                # Loaded now: a LoRA request for a missing adapter inside generate() kills
+                # the whole engine; add_lora fails alone, with the path in the message.
+                await engine.add_lora(self._lora(name))
+        except BaseException:
+            engine.shutdown()
+            raise
+        return engine
+
+    def _call(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    # --- the protocol -------------------------------------------------------------
+
+    async def generate(self, prompts_: Sequence[Prompt], max_new_tokens: int) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens,
+                                repetition_penalty=self.repetition_penalty)
+        outs = await asyncio.wrap_future(self._call(self._all(prompts_, params)))
+        return [(o.outputs[0].text or "") if o.outputs else "" for o in outs]
+
+    async def token_logprobs(self, prompts_: Sequence[Prompt], token_ids: Sequence[int]) -> np.ndarray:
+        from vllm import SamplingParams
+
+        ids = [int(t) for t in token_ids]
+        if not prompts_:
+            return np.zeros((0, len(ids)))
+        if self.token_ids_api:
+            params = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=ids, allowed_token_ids=ids)
+        else:
+            params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=len(ids), allowed_token_ids=ids)
+        outs = await asyncio.wrap_future(self._call(self._all(prompts_, params)))
+        rows = np.full((len(outs), len(ids)), -np.inf)
+        for r, o in enumerate(outs):
+            step = o.outputs[0].logprobs if o.outputs else None
+            if not step:
+                raise RuntimeError(f"vLLM returned no log-probs for prompt {r} of {len(outs)}; please report")
+            for c, t in enumerate(ids):
+                if t in step[0]:
+                    rows[r, c] = step[0][t].logprob
+                elif self.token_ids_api:
+                    raise RuntimeError(f"vLLM returned no log-prob for token {t}; please report")
+        return rows
+
+    def close(self) -> None:
+        if getattr(self, "engine", None) is not None:
+            self.engine.shutdown()
+            self.engine = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._pool.shutdown(wait=False)
+
+    # --- on the engine's loop -----------------------------------------------------
+
+    async def _all(self, prompts_: Sequence[Prompt], params) -> list:
+        return await asyncio.gather(*(self._one(p, params) for p in prompts_))
+
+    async def _one(self, prompt: Prompt, params):
+        # Images become PIL images off the loop; a text-only prompt is built in place.
+        request = (await asyncio.wrap_future(self._pool.submit(self.request, prompt)) if prompt.images
+                   else self.request(prompt))
+        lora = self._lora(prompt.adapter)
+        async with self._pending:
+            final = None
+            async for out in self.engine.generate(request, params, uuid.uuid4().hex, lora_request=lora):
+                final = out
+        return final
+
+    def _lora(self, name: str | None):
+        if name is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        lora_id, path = self.adapters[name]
+        return LoRARequest(name, lora_id, path)
+
+    def request(self, prompt: Prompt) -> dict:
+        """The request dict vLLM takes: chat-template text, and the frames as PIL images
+        in placeholder order (runs on the image threads, off the engine's loop)."""
+        from PIL import Image
+
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": prompt.parts}], add_generation_prompt=True, tokenize=False
+        )
+        out: dict = {"prompt": text}
+        if len(prompt.images):
+            if self.max_images == 0:
+                raise ValueError(f"{len(prompt.images)} images for an engine that takes none "
+                                 "(a text-only model, or one built for mode=text)")
+            if len(prompt.images) > self.max_images:
+                raise ValueError(
+                    f"{len(prompt.images)} images in one prompt, more than max_images_per_prompt="
+                    f"{self.max_images}; raise it or lower plan.max_keyframes"
+                )
+            out["multi_modal_data"] = {"image": [Image.fromarray(np.asarray(i)) for i in prompt.images]}
+        return out
+
+
+def _lora_rank(path: str) -> int:
+    """The rank `r` in a peft adapter's adapter_config.json (vLLM sizes its slots by it)."""
+    import json
+
+    import fsspec
+
+    with fsspec.open(path.rstrip("/") + "/adapter_config.json") as f:
+        return int(json.load(f).get("r", 16))
