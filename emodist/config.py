@@ -282,6 +282,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         return Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across keys: the message names them
+            raise ConfigError(msg) from None
+        key = ".".join(str(p) for p in err["loc"])
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        raise ConfigError(f"config key '{key}': {err['msg']}{got}") from None
+        raise ConfigError(f"config key '{key}': {msg}{got}") from None
