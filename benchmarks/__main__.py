@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         heavy = ["decode.batch_size=4"]
         _section(res, "decode", decode.run, res, sets, ray_sets, reps, ray_reps, halves=halves, variants=not q,
                  ray_settings={"noisy640x480 3s": heavy, "real 640x360 19.7s": heavy})
+        from benchmarks import decode_ab
+
+        _section(res, "decode A/B", decode_ab.run, res, sets, reps)
     if "e2e" in sections:
         from benchmarks import e2e
 

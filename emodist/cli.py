@@ -52,7 +52,7 @@ def run(
     Rerunning the same command with the same OUTPUT resumes: clips that already have a
     prediction or failure row are skipped."""
     from emodist.config import ConfigError, load_config
-    from emodist.sources import SourceError
+    from emodist.storage import SourceError
 
     try:
         cfg = load_config(config, (set_ or []) + ([f"input.format={input_format}"] if input_format else []))
@@ -98,20 +98,25 @@ def eval_(
     predictions: Annotated[str, typer.Option("--predictions", "-p", help="An `emodist run` output folder, or a csv/parquet/jsonl with clip_id and label.")],
     labels: Annotated[str, typer.Option("--labels", "-l", help="Manifest with the true labels (uri, label, optional clip_id).")],
     report: Annotated[Optional[Path], typer.Option(help="Write report.md, metrics.json and PNG plots here.")] = None,
-    label_set: Annotated[str, typer.Option(help="dfew, ferv39k, mafw.")] = "dfew",
+    label_set: Annotated[Optional[str], typer.Option(help="dfew, ferv39k, mafw (default: the config's labels).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence intervals.")] = 1000,
     content_free: Annotated[Optional[str], typer.Option(help="Content-free distribution for contextual calibration (JSON list or file).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (labels, input.root, storage) to read the labels manifest as `run` reads its input.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set input.root=/data/dfew.")] = None,
 ) -> None:
     """UAR, WAR, macro P/R/F1, per-class scores, confusion matrix and the neutral sink, with
-    bootstrap intervals; and the same after each debiasing method when distributions exist."""
+    bootstrap intervals; and the same after each debiasing method when distributions exist.
+    --labels takes every manifest and split-file format `run --input` takes, with the same rules."""
+    from emodist.config import ConfigError, load_config
     from emodist.evaluate import EvalInputError, evaluate
     from emodist.report import write_report
 
     try:
-        result = evaluate(predictions, labels, label_set=label_set, bootstrap=bootstrap, seed=seed,
-                          content_free=content_free)
-    except (EvalInputError, ValueError) as exc:
+        cfg = load_config(config, (set_ or []) + ([f"labels={label_set}"] if label_set else []))
+        result = evaluate(predictions, labels, label_set=cfg.labels, bootstrap=bootstrap, seed=seed,
+                          content_free=content_free, cfg=cfg)
+    except (EvalInputError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(result.format_table())
     if report is not None:

@@ -46,7 +46,7 @@ def diagnose(cfg: Config, manifest_uri: str, out_dir: str, *, rates_fps: tuple[f
     for v in variants(cfg, rates_fps, shuffle):
         run_dir = posixpath.join(out_dir, v.name)
         summary = pipeline.run(v.cfg, manifest_uri, run_dir, progress=progress)
-        ev = evaluate(run_dir, manifest_uri, label_set=cfg.labels, bootstrap=bootstrap, seed=cfg.run.seed)
+        ev = evaluate(run_dir, manifest_uri, label_set=cfg.labels, bootstrap=bootstrap, seed=cfg.run.seed, cfg=cfg)
         results.append({
             "variant": v.name, "rate_fps": v.rate_fps, "shuffle": v.cfg.plan.shuffle, "n": ev.n,
             "failed": summary.failed, "uar": ev.uar, "war": ev.war, "macro_f1": ev.macro_f1,

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -24,7 +23,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from emodist import debias
 from emodist import schema as col
 from emodist.labels import canonical, match_label, resolve_label_set
-from emodist.sources import clip_id_for, read_manifest
+from emodist import storage
+from emodist.io.detect import read_manifest
+from emodist.io.rows import clip_id_for
 
 PRED_COLUMNS = (col.LABEL, "pred", "prediction")
 INVALID = "(invalid)"  # confusion-matrix column for answers outside the label set
@@ -137,8 +138,8 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _read_file(uri: str) -> pa.Table:
-    fs, path = fsspec.core.url_to_fs(uri)
+def _read_file(uri: str, cfg) -> pa.Table:
+    fs, path = storage.filesystem(uri, cfg)
     suffix = PurePosixPath(path).suffix.lower()
     with fs.open(path, "rb") as f:
         if suffix == ".parquet":
@@ -151,13 +152,13 @@ def _read_file(uri: str) -> pa.Table:
     raise EvalInputError(f"{uri}: predictions must be an `emodist run` folder or a .csv/.parquet/.jsonl file")
 
 
-def read_predictions(uri: str) -> tuple[pa.Table, list[str]]:
+def read_predictions(uri: str, cfg) -> tuple[pa.Table, list[str]]:
     """Prediction rows, and the clip ids listed under failures/ (for a run folder)."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = storage.filesystem(uri, cfg)
     if not fs.isdir(path):
         if not fs.exists(path):
             raise EvalInputError(f"{uri}: not found; pass an `emodist run` output folder or a file")
-        return _read_file(uri), []
+        return _read_file(uri, cfg), []
     proto = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     base = path.rstrip("/")
     root = base + "/predictions" if fs.isdir(base + "/predictions") else base
@@ -165,10 +166,10 @@ def read_predictions(uri: str) -> tuple[pa.Table, list[str]]:
     files = [p for p in sorted(fs.glob(root + "/*.parquet")) if PurePosixPath(p).name[0] not in "._"]
     if not files:
         raise EvalInputError(f"{uri}: no predictions/*.parquet inside; pass an `emodist run` output folder")
-    table = pa.concat_tables([_read_file(proto + p) for p in files], promote_options="permissive")
+    table = pa.concat_tables([_read_file(proto + p, cfg) for p in files], promote_options="permissive")
     failed: list[str] = []
     for p in sorted(fs.glob(base + "/failures/*.parquet")):
-        failed += [str(x) for x in _read_file(proto + p).column(col.CLIP_ID).to_pylist()]
+        failed += [str(x) for x in _read_file(proto + p, cfg).column(col.CLIP_ID).to_pylist()]
     return table, failed
 
 
@@ -277,9 +278,15 @@ def _content_free_vector(cf: object, labels: Sequence[str]) -> np.ndarray | None
 
 def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequence[str] = "dfew",
              bootstrap: int = 1000, seed: int = 0, content_free: object = None,
-             ci_level: float = 0.95) -> EvalResult:
-    """Score predictions (run folder or csv/parquet/jsonl) against a manifest's labels."""
+             ci_level: float = 0.95, cfg=None) -> EvalResult:
+    """Score predictions (run folder or csv/parquet/jsonl) against a manifest's labels.
+    The manifest is read as `run` reads its input (every manifest and split-file format,
+    `input.root`, storage settings from `cfg`); lines that do not parse are counted."""
+    from emodist.config import Config
+
     labels = resolve_label_set(label_set)
+    if cfg is None:
+        cfg = Config(labels=label_set if isinstance(label_set, str) else list(label_set))
     L = len(labels)
     if bootstrap < 0 or not 0 < ci_level < 1:
         raise ValueError(f"need bootstrap >= 0 and 0 < ci_level < 1, got {bootstrap}, {ci_level}")
@@ -292,8 +299,9 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
         ("unknown_truth_label", "reference label outside the label set or empty; not scored"),
         ("unknown_pred_label", f"answer outside the label set; scored as wrong ({INVALID})"),
         ("bad_distribution", "row left out of the debiasing comparison"),
+        ("unreadable_manifest_lines", "manifest line that does not parse; not scored"),
     )}
-    table, failed = read_predictions(predictions_uri)
+    table, failed = read_predictions(predictions_uri, cfg)
     names = table.column_names
     if col.CLIP_ID in names:
         ids = [str(x) for x in table.column(col.CLIP_ID).to_pylist()]
@@ -310,7 +318,12 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
     for cid in failed:
         problems["failed_clips"].add(cid)
 
-    man = read_manifest(manifest_uri)
+    try:
+        man, bad_lines = read_manifest(manifest_uri, cfg)
+    except storage.SourceError as exc:
+        raise EvalInputError(str(exc)) from None
+    for r in bad_lines:
+        problems["unreadable_manifest_lines"].add(r[col.ERROR_MESSAGE].removeprefix("list: "))
     man_ids = man.column(col.CLIP_ID).to_pylist()
     man_labels = man.column(col.REF_LABEL).to_pylist()
     man_first = _dedup(man_ids, problems["duplicate_manifest_ids"])

@@ -15,7 +15,6 @@ import posixpath
 import time
 from dataclasses import asdict, dataclass, field
 
-import fsspec
 import numpy as np
 
 from emodist import schema as col
@@ -25,7 +24,7 @@ from emodist.config import Config, ModelConfig, StageResources
 from emodist.models.prompts import PROMPT_VERSION
 from emodist.resume import (PRIOR_ATTEMPTS, count_rows, finish_retry, finished_parts, retry_dataset,
                             skip_finished, take_failures_for_retry)
-from emodist.sources import open_source
+from emodist.io.detect import open_source
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
@@ -34,7 +33,7 @@ from emodist.stages.model import DescribeLabelStage
 from emodist.writer import PartWriter
 
 log = logging.getLogger(__name__)
-STAGES = ("decode", "face", "describe", "label")
+STAGES = col.TIMED_STAGES
 
 
 @dataclass
@@ -114,42 +113,34 @@ def build_dataset(cfg: Config, clips):
     return _stage(ds, LabelStage, cfg.labeler, restarts, cfg=cfg)
 
 
-def _rows(batch: dict, cfg: Config, digest: str) -> tuple[list[dict], list[dict]]:
-    preds, fails = [], []
-    for i in range(len(batch[col.CLIP_ID])):
-        base = {col.CLIP_ID: str(batch[col.CLIP_ID][i]), col.URI: str(batch[col.URI][i]),
-                col.REF_LABEL: str(batch[col.REF_LABEL][i]), col.CONFIG_HASH: digest}
-        if batch[col.ERROR_STAGE][i]:
-            prior = int(batch[PRIOR_ATTEMPTS][i]) if PRIOR_ATTEMPTS in batch else 0
-            fails.append(base | {
-                col.ERROR_STAGE: str(batch[col.ERROR_STAGE][i]),
-                col.ERROR_TYPE: str(batch[col.ERROR_TYPE][i]),
-                col.ERROR_MESSAGE: str(batch[col.ERROR_MESSAGE][i]),
-                col.ATTEMPTS: prior + int(batch[col.ATTEMPTS][i]) if col.ATTEMPTS in batch else prior + 1,
-            })
-            continue
-        preds.append(base | {
-            col.LABEL: str(batch[col.LABEL][i]),
-            col.LABEL_NAMES: list(cfg.label_names),
-            col.PROBS: np.asarray(batch[col.PROBS][i]).tolist(),
-            col.PROBS_RAW: np.asarray(batch[col.PROBS_RAW][i]).tolist(),
-            col.DEBIAS: cfg.labeler.debias,
-            col.ANSWER: str(batch[col.ANSWER][i]),
-            col.ANSWER_LABEL: str(batch[col.ANSWER_LABEL][i]),
-            col.KEYFRAME_TS: np.asarray(batch[col.KEYFRAME_TS][i]).tolist(),
-            col.DESCRIPTIONS: [str(d) for d in batch[col.DESCRIPTIONS][i]],
-            col.GAP_SPANS: [list(map(float, s)) for s in batch[col.GAP_SPANS][i]],
-            col.DURATION_S: float(batch[col.DURATION_S][i]),
-            col.NATIVE_FPS: float(batch[col.NATIVE_FPS][i]),
-            col.DECODE_DEVICE: str(batch[col.DECODE_DEVICE][i]),
-            col.MODE: cfg.mode,
-            col.PROMPT_VERSION: PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom",
-            col.FACE_RATIO: float(batch[col.FACE_RATIO][i]) if col.FACE_RATIO in batch else float("nan"),
-            col.DESCRIBER_MODEL: str(batch[col.DESCRIBER_MODEL][i]),
-            col.LABELER_MODEL: str(batch[col.LABELER_MODEL][i]),
-            col.TIMINGS: {s: float(batch[f"t_{s}_s"][i]) if f"t_{s}_s" in batch else 0.0 for s in STAGES},
-        })
+def _tables(batch: dict, cfg: Config, digest: str):
+    """(predictions, failures) of one finished batch, as tables of the output schemas."""
+    failed = np.asarray(batch[col.ERROR_STAGE], dtype=object) != ""
+    prompt = PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom"
+    constants = {col.CONFIG_HASH: digest, col.LABEL_NAMES: list(cfg.label_names), col.DEBIAS: cfg.labeler.debias,
+                 col.MODE: cfg.mode, col.PROMPT_VERSION: prompt}
+    if col.FACE_RATIO not in batch:
+        constants[col.FACE_RATIO] = float("nan")
+    preds = col.table_of(col.PREDICTIONS, batch, np.flatnonzero(~failed), constants)
+    attempts = np.asarray(batch[col.ATTEMPTS], np.int64) if col.ATTEMPTS in batch else np.ones(len(failed), np.int64)
+    if PRIOR_ATTEMPTS in batch:
+        attempts = attempts + np.asarray(batch[PRIOR_ATTEMPTS], np.int64)
+    fails = col.table_of(col.FAILURES, {**batch, col.ATTEMPTS: attempts}, np.flatnonzero(failed),
+                         {col.CONFIG_HASH: digest})
     return preds, fails
+
+
+def _fresh(table, seen: set[str]):
+    """`table` without the ids already written by this run (a repeated input id)."""
+    import pyarrow as pa
+
+    ids = table.column(col.CLIP_ID).to_pylist()
+    keep = []
+    for i, cid in enumerate(ids):
+        if cid not in seen:
+            seen.add(cid)
+            keep.append(i)
+    return table if len(keep) == len(ids) else table.take(pa.array(keep, pa.int64()))
 
 
 def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
@@ -160,7 +151,6 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     t0 = time.perf_counter()
     digest = cfg.digest()
     summary = RunSummary(output=output_uri, config_hash=digest, retry=retry_failures)
-    storage.set_fsspec_defaults(cfg)
     # Before Ray starts: can the input be read (and in what format), the output written?
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
@@ -173,16 +163,16 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
             object_store_memory=cfg.run.object_store_mb * 2**20)
     if retry_failures:
-        aside = take_failures_for_retry(output_uri)
+        aside = take_failures_for_retry(output_uri, cfg)
         if not aside:
-            return _finish(summary, output_uri, t0)
-        clips = retry_dataset(aside)
-        expected = count_rows(aside)
+            return _finish(summary, output_uri, t0, cfg)
+        clips = retry_dataset(aside, cfg)
+        expected = count_rows(aside, cfg)
     else:
         clips, expected = source.dataset(), source.count  # count: None when streamed
-    finished = finished_parts(output_uri)
-    summary.skipped_done = count_rows(finished)
-    clips = skip_finished(clips, finished)
+    finished = finished_parts(output_uri, cfg)
+    summary.skipped_done = count_rows(finished, cfg)
+    clips = skip_finished(clips, finished, cfg)
     total = None if expected is None else max(0, expected - (0 if retry_failures else summary.skipped_done))
     opts = storage.storage_options(cfg, output_uri)
     preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows,
@@ -193,35 +183,31 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     busy = {s: 0.0 for s in STAGES}
     with _progress(progress, total) as advance:
         for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
-            p, f = _rows(batch, cfg, digest)
-            fresh_p = [r for r in p if r[col.CLIP_ID] not in seen]
-            seen.update(r[col.CLIP_ID] for r in fresh_p)
-            fresh_f = [r for r in f if r[col.CLIP_ID] not in seen]
-            seen.update(r[col.CLIP_ID] for r in fresh_f)
-            summary.duplicates += len(p) + len(f) - len(fresh_p) - len(fresh_f)
-            preds.add(fresh_p)
-            fails.add(fresh_f)
-            for row in fresh_f:
-                stage = row[col.ERROR_STAGE]
+            p, f = _tables(batch, cfg, digest)
+            p, f = _fresh(p, seen), _fresh(f, seen)
+            summary.duplicates += len(batch[col.CLIP_ID]) - p.num_rows - f.num_rows
+            preds.add(p)
+            fails.add(f)
+            for stage in f.column(col.ERROR_STAGE).to_pylist():
                 summary.failures_by_stage[stage] = summary.failures_by_stage.get(stage, 0) + 1
             for s in busy:
                 busy[s] += float(np.sum(batch.get(f"t_{s}_s", 0.0)))
-            advance(len(fresh_p), len(fresh_f))
+            advance(p.num_rows, f.num_rows)
     preds.flush()
     fails.flush()
     if retry_failures:
-        finish_retry(output_uri)
+        finish_retry(output_uri, cfg)
     summary.labeled, summary.failed = preds.written, fails.written
     summary.clips = summary.labeled + summary.failed
     summary.stage_seconds = {s: round(v, 3) for s, v in busy.items()}
     summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in busy.items() if v > 0}
-    return _finish(summary, output_uri, t0)
+    return _finish(summary, output_uri, t0, cfg)
 
 
-def _finish(summary: RunSummary, output_uri: str, t0: float) -> RunSummary:
+def _finish(summary: RunSummary, output_uri: str, t0: float, cfg: Config) -> RunSummary:
     summary.seconds = time.perf_counter() - t0
     summary.clips_per_s = summary.clips / summary.seconds if summary.seconds else 0.0
-    fs, root = fsspec.core.url_to_fs(output_uri)
+    fs, root = storage.filesystem(output_uri, cfg)
     fs.makedirs(root, exist_ok=True)
     with fs.open(posixpath.join(root, "summary.json"), "w") as fh:
         json.dump(asdict(summary), fh, indent=2)

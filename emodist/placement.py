@@ -15,11 +15,10 @@ import logging
 from dataclasses import dataclass
 
 from emodist.config import Config, ConfigError, ModelConfig, StageResources
+from emodist.io.source import READ_NUM_CPUS as READ_TASK_CPUS  # one listing / manifest / shard read task
 
 log = logging.getLogger("emodist")
 
-# CPUs of one listing / manifest / shard read task (the input layer's READ_NUM_CPUS).
-READ_TASK_CPUS = 0.25
 
 
 @dataclass(frozen=True)

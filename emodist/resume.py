@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import posixpath
 
-import fsspec
 import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from emodist import schema as col
-from emodist.storage import protocol_prefix, pyarrow_filesystem
+from emodist.storage import filesystem, protocol_prefix, pyarrow_filesystem
 
 PRIOR_ATTEMPTS = "prior_attempts"
 RETRIED_DIR = "_retried"
@@ -32,19 +31,19 @@ def _part_files(fs, folder: str) -> list[str]:
                   if posixpath.basename(p).startswith("part-") and p.endswith(".parquet"))
 
 
-def finished_parts(output_uri: str) -> list[str]:
+def finished_parts(output_uri: str, cfg) -> list[str]:
     """The committed part files under predictions/ and failures/, as full uris."""
-    fs, root = fsspec.core.url_to_fs(output_uri)
+    fs, root = filesystem(output_uri, cfg)
     proto = protocol_prefix(output_uri)
     return [proto + p for sub in ("predictions", "failures") for p in _part_files(fs, posixpath.join(root, sub))]
 
 
-def count_rows(uris: list[str]) -> int:
+def count_rows(uris: list[str], cfg) -> int:
     """Rows in the given parts, from Parquet footers only."""
     if not uris:
         return 0
-    fs, _ = fsspec.core.url_to_fs(uris[0])
-    paths = [fsspec.core.url_to_fs(u)[1] for u in uris]
+    fs, _ = filesystem(uris[0], cfg)
+    paths = [filesystem(u, cfg)[1] for u in uris]
     return pads.dataset(paths, filesystem=fs, format="parquet").count_rows()
 
 
@@ -56,11 +55,11 @@ def id_hashes(ids) -> np.ndarray:
     )
 
 
-def finished_hashes(parts: list[str]) -> np.ndarray:
+def finished_hashes(parts: list[str], cfg) -> np.ndarray:
     """Sorted hashes of every clip id in `parts`, read one part's id column at a time."""
     chunks = []
     for uri in parts:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = filesystem(uri, cfg)
         with fs.open(path, "rb") as f:
             chunks.append(id_hashes(pq.read_table(f, columns=[col.CLIP_ID]).column(0).to_pylist()))
     return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
@@ -74,23 +73,23 @@ def _drop_finished(batch: dict, done_ref) -> dict:
     return {k: v[keep] for k, v in batch.items()}
 
 
-def skip_finished(clips, parts: list[str]):
+def skip_finished(clips, parts: list[str], cfg):
     """The clips dataset without the ids already in `parts`."""
     import ray
 
     if not parts:
         return clips
-    done_ref = ray.put(finished_hashes(parts))
+    done_ref = ray.put(finished_hashes(parts, cfg))
     # The ref travels wrapped in a list so Ray hands the task the ref, not a copy per call.
     return clips.map_batches(_drop_finished, fn_kwargs={"done_ref": [done_ref]}, batch_format="numpy",
                              batch_size=None, num_cpus=0.25)
 
 
-def take_failures_for_retry(output_uri: str) -> list[str]:
+def take_failures_for_retry(output_uri: str, cfg) -> list[str]:
     """Set the failure parts aside for a retry and return them. If an earlier retry was
     interrupted, its set-aside parts are returned as they are (each failed clip is in
     them exactly once; what that retry already redid is skipped as finished)."""
-    fs, root = fsspec.core.url_to_fs(output_uri)
+    fs, root = filesystem(output_uri, cfg)
     proto = protocol_prefix(output_uri)
     failures = posixpath.join(root, "failures")
     aside = posixpath.join(failures, RETRIED_DIR)
@@ -101,21 +100,21 @@ def take_failures_for_retry(output_uri: str) -> list[str]:
     return [proto + p for p in _part_files(fs, aside)]
 
 
-def finish_retry(output_uri: str) -> None:
+def finish_retry(output_uri: str, cfg) -> None:
     """After a completed retry every set-aside clip has a new row: drop the old ones."""
-    fs, root = fsspec.core.url_to_fs(output_uri)
+    fs, root = filesystem(output_uri, cfg)
     for p in _part_files(fs, posixpath.join(root, "failures", RETRIED_DIR)):
         fs.rm(p)
 
 
-def retry_dataset(parts: list[str]):
+def retry_dataset(parts: list[str], cfg):
     """(clip_id, uri, ref_label, prior_attempts) of the failures set aside, in Ray."""
     import ray
 
     # The fsspec filesystem carries the configured endpoint (storage.endpoint_url);
     # pyarrow's own S3 would not. Paths go without their protocol.
-    fs, _ = fsspec.core.url_to_fs(parts[0])
-    paths = [fsspec.core.url_to_fs(u)[1] for u in parts]
+    fs, _ = filesystem(parts[0], cfg)
+    paths = [filesystem(u, cfg)[1] for u in parts]
     ds = ray.data.read_parquet(paths, filesystem=pyarrow_filesystem(fs),
                                columns=[col.CLIP_ID, col.URI, col.REF_LABEL, col.ATTEMPTS])
     return ds.rename_columns({col.ATTEMPTS: PRIOR_ATTEMPTS})

@@ -16,18 +16,17 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from emodist import storage
+from emodist.io.manifests import tabular_batches, tabular_suffix
 from emodist.labels import canonical
 
 STRATEGIES: dict[str, float | None] = {
@@ -36,8 +35,6 @@ STRATEGIES: dict[str, float | None] = {
     "power": None,  # needs q=
 }
 LABEL_COLUMNS = ("label", "ref_label")
-SUFFIXES = (".csv", ".parquet", ".jsonl")
-BATCH_ROWS = 65_536
 
 
 @dataclass
@@ -62,40 +59,12 @@ class SampleStats:
         return asdict(self)
 
 
-def _suffix(uri: str) -> str:
-    suffix = PurePosixPath(uri.split("://", 1)[-1]).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"{uri}: manifest format is chosen by suffix; use one of {SUFFIXES}")
-    return suffix
-
-
-def _batches(uri: str, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    fs, path = fsspec.core.url_to_fs(uri)
-    suffix = _suffix(uri)
-    if not fs.exists(path):
-        raise ValueError(f"{uri}: manifest not found; check the path")
-    if suffix == ".csv":  # every column as text, so values are copied unchanged ('0001' stays)
-        with fs.open(path, "rb") as f:
-            names = pacsv.open_csv(f).schema.names
-    with fs.open(path, "rb") as f:
-        if suffix == ".parquet":
-            yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns)
-        elif suffix == ".csv":
-            opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                        include_columns=columns, strings_can_be_null=False)
-            yield from pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                                      convert_options=opts)
-        else:
-            for b in pajson.open_json(f, read_options=pajson.ReadOptions(block_size=1 << 22)):
-                yield b.select(columns) if columns else b
-
-
 def _as_text(arr: pa.Array) -> pa.Array:
     return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
 
 
-def _label_column(uri: str, label_column: str | None) -> str:
-    batches = _batches(uri)
+def _label_column(uri: str, label_column: str | None, cfg) -> str:
+    batches = tabular_batches(uri, cfg)
     try:
         names = next(batches).schema.names
     except StopIteration:
@@ -151,9 +120,9 @@ def _allocate(size: int, probs: dict[str, float]) -> dict[str, int]:
 class _Writer:
     """Streams batches to csv/parquet/jsonl; the schema comes from the first batch."""
 
-    def __init__(self, uri: str) -> None:
-        self.suffix = _suffix(uri)
-        fs, path = fsspec.core.url_to_fs(uri)
+    def __init__(self, uri: str, cfg) -> None:
+        self.suffix = tabular_suffix(uri)
+        fs, path = storage.filesystem(uri, cfg)
         fs.makedirs(_parent(path), exist_ok=True)
         self.file = fs.open(path, "wb")
         self.inner: pq.ParquetWriter | pacsv.CSVWriter | None = None
@@ -179,17 +148,21 @@ def _parent(path: str) -> str:
 
 def sample_manifest(input_uri: str, output_uri: str, strategy: str, *, size: int | None = None,
                     seed: int = 0, q: float | None = None, progress: float | None = None,
-                    label_column: str | None = None) -> SampleStats:
-    """Write a resampled manifest; rows without a label are skipped (and counted)."""
+                    label_column: str | None = None, cfg=None) -> SampleStats:
+    """Write a resampled manifest; rows without a label are skipped (and counted).
+    `cfg`: storage settings for s3:// manifests (default: the standard variables)."""
+    from emodist.config import Config
+
+    cfg = cfg or Config()
     start = time.perf_counter()
-    if fsspec.core.url_to_fs(input_uri)[1] == fsspec.core.url_to_fs(output_uri)[1]:
+    if storage.filesystem(input_uri, cfg)[1] == storage.filesystem(output_uri, cfg)[1]:
         raise ValueError(f"{output_uri}: output would overwrite the input; write elsewhere")
-    _suffix(output_uri)
-    label_col = _label_column(input_uri, label_column)
+    tabular_suffix(output_uri)
+    label_col = _label_column(input_uri, label_column, cfg)
 
     # pass 1: label counts, reading the label column only
     raw_counts: Counter[str | None] = Counter()
-    for b in _batches(input_uri, [label_col]):
+    for b in tabular_batches(input_uri, cfg, [label_col]):
         vc = pc.value_counts(_as_text(b.column(0)))
         raw_counts.update(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
     raw_values = [v for v in raw_counts if v is not None]
@@ -220,9 +193,9 @@ def sample_manifest(input_uri: str, output_uri: str, strategy: str, *, size: int
     rng = np.random.default_rng(seed)
 
     # pass 2: per batch, draw how many of its class-j rows to keep, then which ones
-    writer = _Writer(output_uri)
+    writer = _Writer(output_uri, cfg)
     try:
-        for b in _batches(input_uri):
+        for b in tabular_batches(input_uri, cfg):
             idx = pc.index_in(_as_text(b.column(label_col)), value_set=value_set).fill_null(len(raw_values))
             cls = lookup[idx.to_numpy(zero_copy_only=False)]
             copies = np.zeros(len(cls), dtype=np.int64)

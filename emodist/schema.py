@@ -51,7 +51,8 @@ ERROR_TYPE = "error_type"
 ERROR_MESSAGE = "error_message"
 ATTEMPTS = "attempts"
 
-TIMINGS_TYPE = pa.struct([(s, pa.float64()) for s in ("decode", "face", "describe", "label")])
+TIMED_STAGES = ("decode", "face", "describe", "label")
+TIMINGS_TYPE = pa.struct([(s, pa.float64()) for s in TIMED_STAGES])
 
 PREDICTIONS = pa.schema(
     [
@@ -93,3 +94,34 @@ FAILURES = pa.schema(
         (CONFIG_HASH, pa.string()),
     ]
 )
+
+
+# --- rows of a finished batch, as Arrow tables ------------------------------------------
+
+
+def _column(values, field: pa.Field) -> pa.Array:
+    if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
+        values = [v.tolist() if hasattr(v, "tolist") else list(v) for v in values]
+    return pa.array(values, type=field.type)
+
+
+def table_of(schema: pa.Schema, batch: dict, rows, constants: dict) -> pa.Table:
+    """The rows `rows` (indices) of a stage batch as a table of `schema`: each column
+    from the batch column of the same name, or from `constants` (one value for every
+    row), or, for the timings struct, from the stages' `t_<stage>_s` columns."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    arrays = []
+    for field in schema:
+        if field.name in constants:
+            arrays.append(pa.array([constants[field.name]] * n, type=field.type))
+        elif field.name == TIMINGS:
+            arrays.append(pa.StructArray.from_arrays(
+                [pa.array(np.asarray(batch[f"t_{s}_s"], np.float64)[rows] if f"t_{s}_s" in batch else np.zeros(n),
+                          pa.float64()) for s in TIMED_STAGES],
+                fields=list(TIMINGS_TYPE)))
+        else:
+            arrays.append(_column(np.asarray(batch[field.name], dtype=object)[rows], field))
+    return pa.Table.from_arrays(arrays, schema=schema)

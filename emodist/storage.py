@@ -5,8 +5,10 @@ Credentials are never part of the config or of any row. They come from where the
 SDK looks for them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
 AWS_PROFILE or `storage.profile` with ~/.aws, instance roles); AWS_ENDPOINT_URL(_S3)
 and AWS_REGION are honoured when the config leaves `storage.endpoint_url` /
-`storage.region` empty. Ray workers receive the Config object (stage constructors get
-it) and derive the same options from it with `storage_options`; they take credentials
+`storage.region` empty. Every access goes through `filesystem(uri, cfg)`: the options
+are passed explicitly, never written into fsspec's process-wide config, so two runs in
+one process with different endpoints each reach their own. Ray workers receive the
+Config object (stage constructors get it) and derive the same options from it; they take credentials
 from their own environment (on a local Ray, the driver's environment when Ray started;
 on a cluster, the nodes' roles or variables).
 """
@@ -30,9 +32,7 @@ SECRET_ENV = (
 
 
 class SourceError(ValueError):
-    """An input or output location cannot be used: the message names it and how to fix it.
-
-    (Re-exported as `emodist.sources.SourceError`, the name the CLI catches.)"""
+    """An input or output location cannot be used: the message names it and how to fix it."""
 
 
 class StorageError(SourceError):
@@ -97,18 +97,6 @@ def storage_options(cfg: Any, uri: str) -> dict:
             opts["endpoint_url"] = s.endpoint_url
         return opts
     return {}
-
-
-def set_fsspec_defaults(cfg: Any) -> None:
-    """Make the config's options fsspec's per-protocol defaults in this process, so code
-    that opens `s3://...` without options (resume's listing of finished parts, the run
-    summary) reaches the same endpoint with the same settings. Explicit options win."""
-    import fsspec.config
-
-    for proto in ("s3", "s3a", "gs", "gcs"):
-        opts = storage_options(cfg, f"{proto}://bucket")
-        if opts:
-            fsspec.config.conf[proto] = opts
 
 
 def filesystem(uri: str, cfg: Any):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import posixpath
 import uuid
-from collections.abc import Iterable
 
 import fsspec
 import pyarrow as pa
@@ -26,24 +25,30 @@ class PartWriter:
         self.schema = schema
         self.part_rows = part_rows
         self.run_id = run_id or uuid.uuid4().hex[:8]
-        self.rows: list[dict] = []
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
         self.parts = 0
         self.written = 0
         self._local = "file" in self.fs.protocol or "local" in self.fs.protocol
 
-    def add(self, rows: Iterable[dict]) -> None:
-        self.rows.extend(rows)
-        while len(self.rows) >= self.part_rows:
-            self._write(self.rows[: self.part_rows])
-            self.rows = self.rows[self.part_rows :]
+    def add(self, table: pa.Table) -> None:
+        """Buffer `table`'s rows; commit a part each time part_rows are waiting."""
+        if table.num_rows:
+            self.pending.append(table)
+            self.pending_rows += table.num_rows
+        while self.pending_rows >= self.part_rows:
+            whole = pa.concat_tables(self.pending)
+            self._write(whole.slice(0, self.part_rows))
+            rest = whole.slice(self.part_rows)
+            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def flush(self) -> None:
-        if self.rows:
-            self._write(self.rows)
-            self.rows = []
+        if self.pending_rows:
+            self._write(pa.concat_tables(self.pending))
+            self.pending, self.pending_rows = [], 0
 
-    def _write(self, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist(rows, schema=self.schema)
+    def _write(self, table: pa.Table) -> None:
+        table = table.cast(self.schema)
         name = f"part-{self.run_id}-{self.parts:05d}.parquet"
         final = posixpath.join(self.path, name)
         buf = io.BytesIO()
@@ -56,4 +61,4 @@ class PartWriter:
         else:
             self.fs.pipe_file(final, buf.getvalue())
         self.parts += 1
-        self.written += len(rows)
+        self.written += table.num_rows

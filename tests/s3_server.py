@@ -107,9 +107,14 @@ def start(workdir: Path, *, user_key: str, user_secret: str, user_buckets: list[
     if server is None:
         server = _start_moto(workdir)
     fs = server.fs()
-    for b in buckets:
-        if not fs.exists(b):
-            fs.mkdir(b)
+    try:
+        for b in buckets:
+            if not fs.exists(b):
+                # create_bucket itself: fs.mkdir sends a LocationConstraint that moto refuses
+                fs.call_s3("create_bucket", Bucket=b)
+    except BaseException:
+        server.stop()  # never leave a server running behind a failed start
+        raise
     server.buckets = buckets
     return server
 

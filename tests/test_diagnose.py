@@ -5,7 +5,7 @@ import numpy as np
 from emodist.config import PlanConfig
 from emodist.diagnose import diagnose, variants
 from emodist.plan import make_plan
-from emodist.stages.decode import shuffled
+from emodist.decoders.frames import shuffled
 from tests.conftest import small_config
 
 

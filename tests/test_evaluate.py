@@ -45,7 +45,7 @@ def random_case(seed, n=400):
     truth = rng.choice(DFEW, size=n, p=share)
     right = rng.random(n) < 0.5
     pred = np.where(right, truth, rng.choice(DFEW, size=n, p=[0.2, 0.1, 0.5, 0.1, 0.05, 0.0, 0.05]))
-    # not digits only: sources.read_manifest parses a numeric CSV clip_id as a number
+    # not digits only: the old read_manifest parsed a numeric CSV clip_id as a number
     return [f"c{i:05d}" for i in range(n)], truth.tolist(), pred.tolist()
 
 
@@ -114,7 +114,8 @@ def test_problems_are_counted_not_dropped(tmp_path):
     counts = {k: p.count for k, p in r.problems.items()}
     assert counts == {"duplicate_prediction_ids": 1, "duplicate_manifest_ids": 1,
                       "prediction_not_in_manifest": 1, "missing_prediction": 1, "failed_clips": 1,
-                      "unknown_truth_label": 2, "unknown_pred_label": 1, "bad_distribution": 0}
+                      "unknown_truth_label": 2, "unknown_pred_label": 1, "bad_distribution": 0,
+                      "unreadable_manifest_lines": 0}
     assert r.problems["prediction_not_in_manifest"].examples == ["zz"]
     assert r.problems["missing_prediction"].examples == ["g"]
     assert r.problems["unknown_pred_label"].examples == ["f: 'confused'"]
@@ -193,3 +194,41 @@ def test_bad_distribution_rows_are_counted(tmp_path):
     assert r.problems["bad_distribution"].count == 1
     assert r.problems["bad_distribution"].examples[0].startswith("c:")
     assert {d.method: d.n for d in r.debias}["raw"] == 2 and r.n == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "split", "split-codes-in-csv"])
+def test_labels_take_every_manifest_format_run_takes_with_the_same_root_rules(tmp_path, fmt):
+    """`--labels` is read as `run --input` reads it: csv/jsonl/parquet manifests and split
+    files (words, or the dataset's numeric codes; as .txt or header-less .csv), relative
+    paths under `input.root`; a line that does not parse is counted, not fatal."""
+    from emodist.config import load_config
+
+    rel = ["Action/Happy/0001", "Action/Sad/0001", "Talk/Happy/0002", "Talk/Sad/0002"]  # ids repeat per folder
+    truth = ["happy", "sad", "happy", "sad"]
+    preds = write_run(tmp_path / "out", rel, ["happy", "sad", "sad", "sad"])
+    root = "/data/ferv39k"
+    if fmt == "csv":
+        path = tmp_path / "m.csv"
+        path.write_text("clip_id,uri,label\n" + "".join(f"{r},{r}.mp4,{t}\n" for r, t in zip(rel, truth))
+                        + "bad,line,with,too,many\n")
+    elif fmt == "jsonl":
+        path = tmp_path / "m.jsonl"
+        path.write_text("".join(json.dumps({"clip_id": r, "uri": r + ".mp4", "label": t}) + "\n"
+                                for r, t in zip(rel, truth)) + "{not json\n")
+    elif fmt == "parquet":
+        path = tmp_path / "m.parquet"
+        pq.write_table(pa.table({"clip_id": rel, "uri": [r + ".mp4" for r in rel], "label": truth}), path)
+    elif fmt == "split":  # FERV39k's own list: 'path label', ids are the relative paths
+        path = tmp_path / "train_All.txt"
+        path.write_text("".join(f"{r} {t.title()}\n" for r, t in zip(rel, truth)) + "a b c d\n")
+    else:  # DFEW-style numeric codes (1 happy, 2 sad) in a header-less .csv
+        path = tmp_path / "set_1.csv"
+        path.write_text("".join(f"{r} 16 {1 if t == 'happy' else 2}\n" for r, t in zip(rel, truth)))
+    cfg = load_config(None, [f"input.root={root}", "labels=ferv39k" if "codes" not in fmt else "labels=dfew"])
+    res = evaluate(preds, str(path), label_set=cfg.labels, bootstrap=0, cfg=cfg)
+    assert res.n == 4 and res.war == pytest.approx(0.75)
+    assert res.problems["missing_prediction"].count == 0
+    bad = res.problems["unreadable_manifest_lines"]
+    assert bad.count == (0 if fmt in ("parquet", "split-codes-in-csv") else 1)
+    if bad.count:
+        assert path.name in bad.examples[0] and "line" in bad.examples[0]

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from emodist import schema as col
 from emodist.cli import app
-from emodist.sources import list_clips
+from emodist.io.detect import list_clips
 
 SMALL = ["--set", "decode.num_cpus=0.5", "--set", "describer.num_cpus=0.5", "--set", "labeler.num_cpus=0.5"]
 

@@ -16,14 +16,17 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest_s3 import DATA_BUCKET, LOCKED_BUCKET, OUT_BUCKET, PUBLIC_BUCKET, S3_KEY, S3_SECRET
+from tests.conftest_s3 import DATA_BUCKET, LOCKED_BUCKET, OUT_BUCKET, PUBLIC_BUCKET, S3, S3_KEY, S3_SECRET
 
 from emodist import schema as col
 from emodist import storage
 from emodist.config import load_config
-from emodist.sources import SourceError, open_source
+from emodist.io.detect import open_source
+from emodist.storage import SourceError
 from emodist.stages.base import ClipError
-from emodist.stages.decode import DecodeStage, decode_any, decode_clip
+from emodist.decoders import decode
+from emodist.decoders.pyav import decode_clip
+from emodist.stages.decode import DecodeStage
 from emodist.storage import StorageError
 from emodist.writer import PartWriter
 
@@ -97,7 +100,7 @@ def test_anonymous_access_reads_a_public_bucket_only(s3, clips_dir):
     anon = s3.config("storage.anon=true", "mode=sparse")
     rows = list(open_source(f"s3://{PUBLIC_BUCKET}/pub", anon).rows())
     assert [r[col.CLIP_ID] for r in rows] == ["a"]
-    assert decode_any(rows[0][col.URI], anon)[col.FRAMES].shape[0] > 0
+    assert decode(rows[0][col.URI], anon)[0][col.FRAMES].shape[0] > 0
     if s3.kind == "seaweedfs":
         with pytest.raises(StorageError, match=f"access denied reading bucket '{DATA_BUCKET}'"):
             open_source(f"s3://{DATA_BUCKET}/private", anon)
@@ -192,7 +195,7 @@ def test_parts_on_s3_are_never_visible_half_written(s3):
     w = PartWriter(uri, schema, part_rows=20, storage_options=storage.storage_options(cfg, uri))
     rng = np.random.default_rng(0)
     for i in range(100):  # 5 parts of ~2 MB of incompressible text each
-        w.add([{"clip_id": f"c{i}", "blob": rng.bytes(60_000).hex()}])
+        w.add(pa.Table.from_pylist([{"clip_id": f"c{i}", "blob": rng.bytes(60_000).hex()}], schema=schema))
     w.flush()
     stop.set()
     t.join(10)
@@ -375,3 +378,43 @@ def test_no_secret_in_logs_outputs_or_config(runs, s3, ray_local):
     assert any(b"decode: s3://" in h and b"not found" in h for h in worker_logs)
     leaked = [k for k, h in haystacks.items() if secret in h]
     assert not leaked, leaked
+
+
+@pytest.fixture(scope="module")
+def s3_other(tmp_path_factory, s3_credentials):
+    """A second, separate S3 server with the same bucket names and user."""
+    from tests import s3_server
+
+    server = s3_server.start(tmp_path_factory.mktemp("s3-other"), user_key=S3_KEY, user_secret=S3_SECRET,
+                             user_buckets=[DATA_BUCKET, OUT_BUCKET])
+    yield S3(server, server.endpoint, server.kind)
+    server.stop()
+
+
+def test_two_runs_in_one_process_reach_their_own_endpoints(ray_local, tiny_vlm, s3, s3_other, clips_dir):
+    """Storage settings are passed explicitly, never into fsspec's process-wide config:
+    runs against two servers in one process each read and write their own, and reading
+    one run's output afterwards (resume, eval) still reaches its server."""
+    from emodist import pipeline
+    from emodist.evaluate import evaluate
+
+    clips = sorted(clips_dir.glob("clip_*.mp4"))
+    for server, names in ((s3, clips[:2]), (s3_other, clips[2:5])):
+        lines = "uri,label\n" + "".join(f"{p.name},happy\n" for p in names)
+        server.admin.pipe(f"{DATA_BUCKET}/two-endpoints/manifest.csv", lines.encode())
+        for p in names:
+            server.admin.put_file(str(p), f"{DATA_BUCKET}/two-endpoints/{p.name}")
+    manifest = f"s3://{DATA_BUCKET}/two-endpoints/manifest.csv"
+    out = f"s3://{OUT_BUCKET}/two-endpoints/run"
+    cfg_a, cfg_b = s3.config("mode=sparse"), s3_other.config("mode=sparse")
+    a = pipeline.run(cfg_a, manifest, out, progress=False)
+    b = pipeline.run(cfg_b, manifest, out, progress=False)
+    assert (a.labeled, b.labeled) == (2, 3)
+    again = pipeline.run(cfg_a, manifest, out, progress=False)  # resume reads server A's parts
+    assert (again.labeled, again.skipped_done) == (0, 2)
+    for server, n in ((s3, 2), (s3_other, 3)):
+        t = pads.dataset(f"{OUT_BUCKET}/two-endpoints/run/predictions", filesystem=server.admin,
+                         format="parquet").to_table()
+        assert t.num_rows == n and all(u.startswith(f"s3://{DATA_BUCKET}/two-endpoints/") for u in t["uri"].to_pylist())
+    assert evaluate(out, manifest, bootstrap=0, cfg=cfg_a).n == 2
+    assert evaluate(out, manifest, bootstrap=0, cfg=cfg_b).n == 3

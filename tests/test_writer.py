@@ -1,3 +1,4 @@
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from emodist import schema as col
@@ -11,7 +12,7 @@ def row(i):
 
 def test_parts_are_committed_every_part_rows_and_leave_no_temp_files(tmp_path):
     w = PartWriter(str(tmp_path / "failures"), col.FAILURES, part_rows=4)
-    w.add(row(i) for i in range(10))
+    w.add(pa.Table.from_pylist([row(i) for i in range(10)], schema=col.FAILURES))
     files = sorted(p.name for p in (tmp_path / "failures").iterdir())
     assert len(files) == 2 and all(f.startswith("part-") and f.endswith(".parquet") for f in files)
     w.flush()

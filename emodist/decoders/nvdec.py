@@ -1,12 +1,14 @@
-"""GPU frame decoding (NVDEC, through torchcodec's CUDA decoder), with per-clip CPU
-fallback.
+"""The GPU decoder (NVDEC, through torchcodec's CUDA decoder), with per-clip CPU fallback.
 
-The container header is read with PyAV first (cheap, no decoding): the input limits are
-checked and the codec and pixel format are matched against what the GPU's NVDEC can
-decode. A clip it cannot (10-bit or 4:2:2 H.264, AV1 on a chip without AV1 decode, an
-unusual codec) or any GPU-side decoder error sends that clip to the CPU path; the row
-says `cpu-fallback`, never a failure. Frames are picked by the same plan, resized and
-fitted on the GPU, and copied to the host once, at the model size.
+It decodes an opened clip (io/open.py): the container header is probed with PyAV first
+(cheap, no decoding; the same probe and limits as the CPU decoder), and the codec and
+pixel format are matched against what the GPU's NVDEC can decode. A clip it cannot
+(10-bit or 4:2:2 H.264, AV1 on a chip without AV1 decode, an unusual codec) or any
+GPU-side decoder error raises GpuUnsupported: the caller decodes that clip on the CPU
+from the same handle, and the row says `cpu-fallback`, never a failure. torchcodec reads
+the same handle (a path, the bytes already fetched, or the object's stream): nothing is
+fetched twice. Frames are picked by the same plan, resized and fitted on the GPU, and
+copied to the host once, at the model size.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import logging
 
 import numpy as np
 
-from emodist.config import Config
+from emodist.decoders.frames import decoded_row
+from emodist.decoders.probe import probe_container
+from emodist.io.open import ClipHandle
 from emodist.plan import make_plan
 
 log = logging.getLogger(__name__)
@@ -78,7 +82,9 @@ def fit_batch(frames, width: int, height: int, fit: str):
 class GpuDecoder:
     """One per decode actor; the actor holds a GPU share from Ray (decode.gpu_share)."""
 
-    def __init__(self, cfg: Config):
+    name = "cuda"
+
+    def __init__(self, cfg):
         import torch
         from torchcodec.decoders import VideoDecoder  # noqa: F401 - fail here, not per clip
 
@@ -87,44 +93,37 @@ class GpuDecoder:
         self.cfg = cfg
         self.gpu_name = torch.cuda.get_device_name()
 
-    def decode(self, uri: str, data: bytes | None = None) -> dict:
-        from torchcodec.decoders import VideoDecoder
-
-        from emodist.stages.decode import _check_header, _duration_s, _open, decoded_row
+    def decode(self, handle: ClipHandle) -> dict:
+        import av
 
         cfg = self.cfg
-        container, handle = _open(uri, cfg, data)
+        try:
+            container = av.open(handle.for_pyav(), mode="r")
+        except av.error.FFmpegError as exc:
+            raise GpuUnsupported(f"PyAV cannot open it ({exc})") from None  # the CPU path words the error
         try:
             if not container.streams.video:
-                raise GpuUnsupported("no video stream")  # the CPU path words the error
-            stream = container.streams.video[0]
-            codec, pix_fmt = stream.codec_context.name, stream.codec_context.format.name
-            fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-            duration = _duration_s(container, stream)
-            _check_header(cfg, stream, duration, fps)
+                raise GpuUnsupported("no video stream")
+            probe, _ = probe_container(container, cfg)
         finally:
             container.close()
-            if handle is not None:
-                handle.close()
-        reason = nvdec_refusal(codec, pix_fmt, self.gpu_name)
+        reason = nvdec_refusal(probe.codec, probe.pix_fmt, self.gpu_name)
         if reason:
             raise GpuUnsupported(reason)
-        plan = make_plan(cfg.mode, cfg.plan, duration, fps)
-        source = data if data is not None else (uri if "://" not in uri else _read_all(uri, cfg))
+        plan = make_plan(cfg.mode, cfg.plan, probe.duration_s, probe.fps)
         try:
-            decoder = VideoDecoder(source, device="cuda", seek_mode="approximate")
-            # A planned time at the very end may round past the last frame's start.
-            last = decoder.metadata.end_stream_seconds or duration
-            times = np.minimum(plan.ts_s, np.nextafter(last, 0)).tolist()
-            batch = decoder.get_frames_played_at(seconds=times)
-            frames = fit_batch(batch.data, cfg.decode.width, cfg.decode.height, cfg.decode.fit)
+            frames = self._frames(handle.for_torchcodec(), plan, probe.duration_s)
         except Exception as exc:  # noqa: BLE001 - any GPU-side failure: decode on CPU
             raise GpuUnsupported(f"GPU decoder failed: {type(exc).__name__}: {exc}") from exc
-        return decoded_row(frames, plan, duration, fps, cfg, uri)
+        return decoded_row(frames, plan, probe.duration_s, probe.fps, cfg, handle.uri)
 
+    def _frames(self, source, plan, duration: float):
+        from torchcodec.decoders import VideoDecoder
 
-def _read_all(uri: str, cfg: Config) -> bytes:
-    from emodist import storage
-
-    fs, path = storage.filesystem(uri, cfg)
-    return fs.cat_file(path)
+        cfg = self.cfg
+        decoder = VideoDecoder(source, device="cuda", seek_mode="approximate")
+        # A planned time at the very end may round past the last frame's start.
+        last = decoder.metadata.end_stream_seconds or duration
+        times = np.minimum(plan.ts_s, np.nextafter(last, 0)).tolist()
+        batch = decoder.get_frames_played_at(seconds=times)
+        return fit_batch(batch.data, cfg.decode.width, cfg.decode.height, cfg.decode.fit)

@@ -1,52 +1,20 @@
+"""Deciding what an input is, in the driver and cheaply; and its rows reaching Ray in
+blocks of one decode batch, listings running ahead of the decoders."""
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from emodist.sources import SourceError, clip_id_for, list_clips, read_manifest
+from emodist.config import load_config
+from emodist.io.detect import list_clips, open_source
+from emodist.storage import SourceError
 
 
 def touch(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")
     return path
-
-
-def test_folder_listing_keeps_relative_ids_and_skips_non_videos(tmp_path):
-    touch(tmp_path / "happy" / "001.mp4")
-    touch(tmp_path / "sad" / "001.mp4")
-    touch(tmp_path / "notes.txt")
-    t = list_clips(str(tmp_path)).to_pylist()
-    assert [r["clip_id"] for r in t] == ["happy/001", "sad/001"]
-    assert t[0]["uri"] == str(tmp_path / "happy" / "001.mp4")
-
-
-def test_glob(tmp_path):
-    for n in ("a.mp4", "b.mkv", "c.mp4"):
-        touch(tmp_path / n)
-    assert [r["clip_id"] for r in list_clips(str(tmp_path / "*.mp4")).to_pylist()] == ["a", "c"]
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_manifests_resolve_relative_uris_and_keep_labels(tmp_path, fmt):
-    rows = [{"uri": "v/x.mp4", "label": "happy"}, {"uri": "/abs/y.mp4", "label": "sad"}]
-    path = tmp_path / f"m.{fmt}"
-    if fmt == "csv":
-        path.write_text("uri,label\n" + "".join(f"{r['uri']},{r['label']}\n" for r in rows))
-    elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        pq.write_table(pa.Table.from_pylist(rows), path)
-    t = list_clips(str(path)).to_pylist()
-    assert [(r["clip_id"], r["uri"], r["ref_label"]) for r in t] == [
-        ("x", str(tmp_path / "v" / "x.mp4"), "happy"), ("y", "/abs/y.mp4", "sad")]
-
-
-def test_manifest_clip_id_column_wins(tmp_path):
-    path = tmp_path / "m.csv"
-    path.write_text("clip_id,uri\nid-1,a.mp4\n")
-    assert read_manifest(str(path)).to_pylist()[0]["clip_id"] == "id-1"
 
 
 def test_clear_errors(tmp_path):
@@ -60,44 +28,31 @@ def test_clear_errors(tmp_path):
         list_clips(str(tmp_path / "empty"))
 
 
-def test_clip_id_for():
-    assert clip_id_for("s3://b/data/happy/01.mp4", "s3://b/data") == "happy/01"
-    assert clip_id_for("/x/y/01.mp4") == "01"
-
-
-def test_csv_ids_and_label_codes_stay_strings(tmp_path):
-    (tmp_path / "m.csv").write_text("clip_id,uri,label\n00001,a.mp4,3\n")
-    row = read_manifest(str(tmp_path / "m.csv")).to_pylist()[0]
-    assert row["clip_id"] == "00001" and row["ref_label"] == "3"
-
-
 def test_the_driver_reads_one_page_of_a_large_folder_not_the_listing(tmp_path, monkeypatch):
     """open_source only peeks; the listing itself runs where the rows are consumed
     (a Ray read task in the pipeline)."""
-    from emodist import sources
+    from emodist.io import detect, walk
 
-    for i in range(sources.PEEK_ITEMS + 500):
+    for i in range(detect.PEEK_ITEMS + 500):
         touch(tmp_path / f"d{i % 7}" / f"{i:05d}.mp4")
     consumed = []
-    real = sources.iter_files
+    real = walk.iter_files
 
     def counting(fs, path):
         for p in real(fs, path):
             consumed.append(p)
             yield p
 
-    monkeypatch.setattr(sources, "iter_files", counting)
-    src = sources.open_source(str(tmp_path))
+    monkeypatch.setattr(walk, "iter_files", counting)
+    src = detect.open_source(str(tmp_path))
     assert src.format == "listing" and src.count is None
-    assert len(consumed) <= sources.PEEK_ITEMS
+    assert len(consumed) <= detect.PEEK_ITEMS
     consumed.clear()
-    assert sum(1 for _ in src.rows()) == sources.PEEK_ITEMS + 500
-    assert len(consumed) == sources.PEEK_ITEMS + 500
+    assert sum(1 for _ in src.rows()) == detect.PEEK_ITEMS + 500
+    assert len(consumed) == detect.PEEK_ITEMS + 500
 
 
 def test_formats_are_detected_from_suffixes_and_content(tmp_path):
-    from emodist.config import load_config
-    from emodist.sources import open_source
 
     touch(tmp_path / "shards" / "a-000.tar")
     touch(tmp_path / "shards" / "a-001.tar")
@@ -119,12 +74,24 @@ def test_formats_are_detected_from_suffixes_and_content(tmp_path):
         open_source(str(tmp_path / "one.mp4"), load_config(None, ["input.format=manifest"]))
 
 
+def test_format_detection_errors(tmp_path):
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(SourceError, match="not a video, manifest"):
+        open_source(str(tmp_path / "notes.md"))
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "m.csv").write_text("uri\na.mp4\n")
+    with pytest.raises(SourceError, match="holds manifest/split files: pass one of them"):
+        open_source(str(tmp_path / "only"))
+    with pytest.raises(SourceError, match="no tar shards found"):
+        open_source(str(tmp_path / "only"), load_config(None, ["input.format=webdataset"]))
+
+
 def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(tmp_path, ray_local):
     """Ray Data lets a streaming read task hold 2 blocks by default; the decode pool then
     got one batch per turn of Ray's executor loop and sat idle half the time. Listing and
     manifest rows are tiny, so their reads may run far ahead; shards carry clip bytes.
     The setting rides on a deprecated Ray argument: a Ray upgrade that drops it fails here."""
-    from emodist.sources import LISTING_AHEAD_BLOCKS, open_source
+    from emodist.io.source import LISTING_AHEAD_BLOCKS
 
     touch(tmp_path / "clips" / "a.mp4")
     (tmp_path / "m.jsonl").write_text('{"uri": "x.mp4"}\n')
@@ -140,8 +107,6 @@ def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(
 def test_every_input_format_reaches_ray_in_blocks_of_one_decode_batch(tmp_path, ray_local, fmt):
     """An actor pool hands out whole blocks: a manifest read as one block (what
     ray.data.read_parquet gives for one row group) would be decoded by one actor alone."""
-    from emodist.config import load_config
-    from emodist.sources import open_source
 
     uris = [str(touch(tmp_path / "clips" / f"c{i:02d}.mp4")) for i in range(37)]
     src = {"folder": tmp_path / "clips", "csv": tmp_path / "m.csv", "jsonl": tmp_path / "m.jsonl",

@@ -1,0 +1,236 @@
+"""Manifests (csv, jsonl, parquet) and split files (DFEW / FERV39k / MAFW): one reader,
+used by `run` (in Ray read tasks), and by `eval`, `diagnose` and `finetune` (in process,
+`detect.read_manifest`), with the same rules everywhere:
+
+- relative uris resolve against `input.root`, else the manifest's own folder;
+- a manifest's `clip_id` column wins; otherwise the id comes from the uri
+  (`rows.clip_id_for`); split files keep their relative paths as ids;
+- csv, jsonl and split files are read with a streaming line reader, so a line that does
+  not parse becomes one failure row with its line number (not an aborted run);
+- parquet is read batch by batch, the needed columns only.
+`tabular_batches` reads the same files as whole Arrow batches with every column, for
+tools that copy rows unchanged (`emodist sample`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from emodist import schema as col
+from emodist import storage
+from emodist.io import lines, rows
+from emodist.io.suffixes import SPLIT_SUFFIXES
+from emodist.storage import SourceError
+
+LABEL = "label"
+TABULAR_SUFFIXES = (".csv", ".parquet", ".jsonl")
+BATCH_ROWS = 65_536
+
+
+def no_uri_column(names) -> str:
+    return (f"manifest has no 'uri' column (columns: {list(names)}); "
+            "add a 'uri' column with one video path per row")
+
+
+def base_for(uri: str, cfg) -> str:
+    """What relative paths in the manifest at `uri` resolve against."""
+    root = cfg.input.root
+    return root.rstrip("/") if root else rows.dirname_uri(uri)
+
+
+def first_line(fs, path: str) -> str:
+    """The first line that is neither blank nor a comment (one bounded read)."""
+    with fs.open(path, "rb", block_size=1 << 16) as f:
+        head = f.read(1 << 16).decode("utf-8", "replace")
+    for line in head.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line
+    return ""
+
+
+def manifest_kind(fs, path: str) -> str:
+    """csv | jsonl | parquet | split for one manifest-like file; a .csv whose first line is
+    'path [num_frames] label' (no header) is a split file."""
+    low = path.lower()
+    if low.endswith(".parquet"):
+        return "parquet"
+    if low.endswith(".jsonl"):
+        return "jsonl"
+    if low.endswith(SPLIT_SUFFIXES):
+        return "split"
+    first = first_line(fs, path)
+    return "split" if lines.looks_like_split(first) and col.URI not in first else "csv"
+
+
+def check_header(fs, path: str, uri: str, kind: str) -> None:
+    """A manifest without a 'uri' column is a mistake in the whole file: say so up front."""
+    if kind == "csv":
+        names = [h.strip() for h in next(csv.reader([first_line(fs, path)]), [])]
+    elif kind == "parquet":
+        with fs.open(path, "rb") as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+    else:
+        return
+    if col.URI not in names:
+        raise SourceError(f"{uri}: {no_uri_column(names)}")
+
+
+def manifest_rows(uri: str, cfg, kind: str | None = None) -> Iterator[dict]:
+    """SOURCE rows of one manifest or split file (`kind`: as manifest_kind decides)."""
+    fs, path = storage.filesystem(uri, cfg)
+    kind = kind or manifest_kind(fs, path)
+    base = base_for(uri, cfg)
+    if kind == "parquet":
+        yield from _parquet_rows(fs, path, uri, base)
+        return
+    with fs.open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        if kind == "csv":
+            yield from _csv_rows(text, uri, base)
+        elif kind == "jsonl":
+            yield from _jsonl_rows(text, uri, base)
+        else:
+            yield from _split_rows(text, uri, base, cfg.labels)
+
+
+def _csv_rows(text, uri: str, base: str) -> Iterator[dict]:
+    name = rows.name_of(uri)
+    reader = csv.reader(text)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield rows.fail(f"{name}:1", uri, f"line 1: the header does not parse ({exc})")
+        return
+    if col.URI not in header:
+        yield rows.fail(name, uri, no_uri_column(header))
+        return
+    iu = header.index(col.URI)
+    ic = header.index(col.CLIP_ID) if col.CLIP_ID in header else None
+    il = header.index(LABEL) if LABEL in header else None
+    last = reader.line_num
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            last = reader.line_num
+            yield rows.fail(f"{name}:{start}", uri, f"line {start}: does not parse as CSV ({exc}); fix the quoting")
+            continue
+        last = reader.line_num
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            yield rows.fail(
+                f"{name}:{start}", uri,
+                f"line {start}: expected {len(header)} fields ({','.join(header)}), found {len(row)}; "
+                "quote fields that contain commas",
+            )
+            continue
+        u = row[iu].strip()
+        if not u:
+            yield rows.fail(f"{name}:{start}", uri, f"line {start}: empty uri")
+            continue
+        u = lines.resolve_uri(u, base)
+        cid = row[ic].strip() if ic is not None and row[ic].strip() else rows.clip_id_for(u)
+        yield rows.ok(cid, u, row[il].strip() if il is not None else "")
+
+
+def _jsonl_rows(text, uri: str, base: str) -> Iterator[dict]:
+    name = rows.name_of(uri)
+    for n, line in enumerate(text, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = lines.parse_jsonl_line(line)
+            u = str(obj.get(col.URI) or "").strip()
+            if not u:
+                raise lines.LineError("no 'uri' key (or it is empty)")
+        except lines.LineError as exc:
+            yield rows.fail(f"{name}:{n}", uri, f"line {n}: {exc}")
+            continue
+        u = lines.resolve_uri(u, base)
+        cid = str(obj[col.CLIP_ID]) if obj.get(col.CLIP_ID) not in (None, "") else rows.clip_id_for(u)
+        label = obj.get(LABEL)
+        yield rows.ok(cid, u, "" if label is None else str(label))
+
+
+def _split_rows(text, uri: str, base: str, labels) -> Iterator[dict]:
+    name = rows.name_of(uri)
+    for n, line in enumerate(text, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            path, label = lines.parse_split_line(line, labels)
+        except lines.LineError as exc:
+            yield rows.fail(f"{name}:{n}", uri, f"line {n}: {exc}")
+            continue
+        yield rows.ok(lines.split_clip_id(path), lines.resolve_uri(path, base), label)
+
+
+def _parquet_rows(fs, path: str, uri: str, base: str) -> Iterator[dict]:
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        if col.URI not in names:
+            yield rows.fail(rows.name_of(path), uri, no_uri_column(names))
+            return
+        columns = [c for c in (col.URI, col.CLIP_ID, LABEL) if c in names]
+        for batch in pf.iter_batches(batch_size=rows.BLOCK_ROWS, columns=columns):
+            yield from _table_rows(pa.Table.from_batches([batch]), base)
+
+
+def _table_rows(table: pa.Table, base: str) -> Iterator[dict]:
+    """A parquet manifest batch as SOURCE rows (relative uris resolved, ids filled)."""
+    uris = [lines.resolve_uri(str(u or ""), base) for u in table.column(col.URI).to_pylist()]
+    ids = (table.column(col.CLIP_ID).to_pylist() if col.CLIP_ID in table.column_names else [None] * len(uris))
+    labels = table.column(LABEL).to_pylist() if LABEL in table.column_names else [None] * len(uris)
+    for u, cid, label in zip(uris, ids, labels, strict=True):
+        if not u:
+            yield rows.fail(str(cid or ""), base, "a row has an empty uri")
+            continue
+        yield rows.ok(str(cid) if cid not in (None, "") else rows.clip_id_for(u), u, "" if label is None else str(label))
+
+
+# --- whole tables, for tools that keep every column -----------------------------------
+
+
+def tabular_suffix(uri: str) -> str:
+    suffix = PurePosixPath(uri.split("://", 1)[-1]).suffix.lower()
+    if suffix not in TABULAR_SUFFIXES:
+        raise ValueError(f"{uri}: manifest format is chosen by suffix; use one of {TABULAR_SUFFIXES}")
+    return suffix
+
+
+def tabular_batches(uri: str, cfg, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The manifest at `uri` as Arrow batches with every column (or `columns`), csv values
+    as text: for tools that copy rows unchanged (`emodist sample`); millions of rows
+    stream in constant memory. `run` reads manifests row by row instead (manifest_rows)."""
+    fs, path = storage.filesystem(uri, cfg)
+    suffix = tabular_suffix(uri)
+    if not fs.exists(path):
+        raise ValueError(f"{uri}: manifest not found; check the path")
+    if suffix == ".csv":  # every column as text, so values are copied unchanged ('0001' stays)
+        with fs.open(path, "rb") as f:
+            names = pacsv.open_csv(f).schema.names
+    with fs.open(path, "rb") as f:
+        if suffix == ".parquet":
+            yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        elif suffix == ".csv":
+            opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                        include_columns=columns, strings_can_be_null=False)
+            yield from pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                      convert_options=opts)
+        else:
+            for b in pajson.open_json(f, read_options=pajson.ReadOptions(block_size=1 << 22)):
+                yield b.select(columns) if columns else b

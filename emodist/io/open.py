@@ -1,0 +1,98 @@
+"""Opening one clip for decoding, once: a local file, an object in a bucket, a tar member
+(bytes from the shard reader, or `shard.tar#member` by uri), with the size limit checked
+before anything is decoded.
+
+A handle gives the same bytes to every reader of the clip without fetching them twice:
+the container probe (PyAV), then the CPU decoder or the GPU one (torchcodec). Objects up
+to WHOLE_READ_BYTES are fetched with one GET and read from memory; larger ones are
+streamed through fsspec's read-ahead cache (both decoders seek in them).
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import IO
+
+from emodist import storage
+from emodist.errors import ClipError
+from emodist.io import limits, shards
+
+WHOLE_READ_BYTES = 64 << 20
+
+
+@dataclass
+class ClipHandle:
+    uri: str
+    size: int
+    path: str | None = None  # a local file, opened by name
+    data: bytes | None = None  # the whole clip in memory
+    stream: IO[bytes] | None = None  # a large object, streamed (seekable)
+
+    def for_pyav(self):
+        """What av.open takes: a path, or a file-like object at its start."""
+        if self.path is not None:
+            return self.path
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        self.stream.seek(0)
+        return self.stream
+
+    def for_torchcodec(self):
+        """What torchcodec's VideoDecoder takes: a path, bytes, or a file-like object."""
+        if self.path is not None:
+            return self.path
+        if self.data is not None:
+            return self.data
+        self.stream.seek(0)
+        return self.stream
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+    def __enter__(self) -> ClipHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_clip(uri: str, cfg, data: bytes | None = None) -> ClipHandle:
+    """The clip at `uri` (or its bytes, for a member read from a shard), size-checked."""
+    if data is None:
+        member = shards.member_uri(uri)
+        if member is not None:
+            data = shards.read_member(*member, cfg)
+    if data is not None:
+        if len(data) == 0:
+            raise ClipError("empty member (0 bytes); re-create the shard without it")
+        limits.check_size(len(data), cfg, "video member")
+        return ClipHandle(uri, len(data), data=data)
+    if storage.is_local(uri):
+        path = uri.removeprefix("file://")
+        size = os.path.getsize(path)
+        if size == 0:
+            raise ClipError("empty file (0 bytes); re-export or remove the clip")
+        limits.check_size(size, cfg)
+        return ClipHandle(uri, size, path=path)
+    fs, path = storage.filesystem(uri, cfg)
+    f = fs.open(path, "rb", block_size=8 << 20, cache_type="readahead")
+    try:
+        if f.size == 0:
+            raise ClipError("empty object (0 bytes); re-upload or remove the clip")
+        limits.check_size(f.size, cfg, "object")
+        if f.size <= WHOLE_READ_BYTES:
+            with f:
+                return ClipHandle(uri, f.size, data=f.read())
+        return ClipHandle(uri, f.size, stream=f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def is_dir(uri: str, cfg) -> bool:
+    if storage.is_local(uri):
+        return os.path.isdir(uri.removeprefix("file://"))
+    fs, path = storage.filesystem(uri, cfg)
+    return fs.isdir(path)

@@ -1,0 +1,92 @@
+"""Manifests and split files, read as `run` reads them: relative uris, ids, labels, bad
+lines as failure rows with their line numbers, and the same reader in process."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from emodist import schema as col
+from emodist.config import load_config
+from emodist.io.detect import list_clips, open_source
+from emodist.io.detect import read_manifest
+from emodist.storage import SourceError
+
+
+def rows(uri, *overrides):
+    return list(open_source(str(uri), load_config(None, list(overrides))).rows())
+
+
+def failures(rs):
+    return [r for r in rs if r[col.ERROR_STAGE]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_manifests_resolve_relative_uris_and_keep_labels(tmp_path, fmt):
+    rows = [{"uri": "v/x.mp4", "label": "happy"}, {"uri": "/abs/y.mp4", "label": "sad"}]
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "csv":
+        path.write_text("uri,label\n" + "".join(f"{r['uri']},{r['label']}\n" for r in rows))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    t = list_clips(str(path)).to_pylist()
+    assert [(r["clip_id"], r["uri"], r["ref_label"]) for r in t] == [
+        ("x", str(tmp_path / "v" / "x.mp4"), "happy"), ("y", "/abs/y.mp4", "sad")]
+
+
+def test_manifest_clip_id_column_wins(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("clip_id,uri\nid-1,a.mp4\n")
+    assert read_manifest(str(path))[0].to_pylist()[0]["clip_id"] == "id-1"
+
+
+def test_csv_ids_and_label_codes_stay_strings(tmp_path):
+    (tmp_path / "m.csv").write_text("clip_id,uri,label\n00001,a.mp4,3\n")
+    row = read_manifest(str(tmp_path / "m.csv"))[0].to_pylist()[0]
+    assert row["clip_id"] == "00001" and row["ref_label"] == "3"
+
+
+def test_split_file_by_suffix_and_by_content(tmp_path):
+    (tmp_path / "s.txt").write_text("v/a.mp4 10 1\nv/b 20 7\n\nbroken line with five fields\nv/c.mp4 9\n")
+    rs = rows(tmp_path / "s.txt")
+    good = [(r[col.CLIP_ID], r[col.URI], r[col.REF_LABEL]) for r in rs if not r[col.ERROR_STAGE]]
+    assert good == [("v/a", str(tmp_path / "v/a.mp4"), "happy"), ("v/b", str(tmp_path / "v/b"), "fear")]
+    bad = failures(rs)
+    assert [r[col.CLIP_ID] for r in bad] == ["s.txt:4", "s.txt:5"]
+    assert "line 4: expected 'path num_frames label' or 'path label', found 5 fields" in bad[0][col.ERROR_MESSAGE]
+    assert "line 5: label code 9 is not a DFEW code" in bad[1][col.ERROR_MESSAGE]
+    assert all(r[col.ERROR_STAGE] == "list" and str(tmp_path / "s.txt") in r[col.ERROR_MESSAGE] for r in bad)
+    # MAE-DFER writes the same lines into a headerless .csv
+    (tmp_path / "train.csv").write_text("/data/ferv/Action/Sad/0010 3\n")
+    assert [(r[col.CLIP_ID], r[col.REF_LABEL]) for r in rows(tmp_path / "train.csv", "labels=ferv39k")] == [("0010", "happy")]
+
+
+def test_input_root_resolves_relative_paths(tmp_path):
+    (tmp_path / "s.txt").write_text("00025.mp4 anger\n")
+    r = rows(tmp_path / "s.txt", "labels=mafw", "input.root=s3://bucket/mafw/clips")[0]
+    assert (r[col.URI], r[col.CLIP_ID], r[col.REF_LABEL]) == ("s3://bucket/mafw/clips/00025.mp4", "00025", "angry")
+
+
+def test_csv_manifest_bad_lines_are_failure_rows_with_line_numbers(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        'uri,label\na.mp4,happy\n"b,\nc.mp4",sad\nd.mp4,sad,extra\ne.mp4\n,fear\nf.mp4,fear\n')
+    rs = rows(tmp_path / "m.csv")
+    assert [r[col.URI].rsplit("/", 1)[-1] for r in rs if not r[col.ERROR_STAGE]] == ["a.mp4", "b,\nc.mp4", "f.mp4"]
+    msgs = {r[col.CLIP_ID]: r[col.ERROR_MESSAGE] for r in failures(rs)}
+    assert set(msgs) == {"m.csv:5", "m.csv:6", "m.csv:7"}  # physical line numbers
+    assert "line 5: expected 2 fields (uri,label), found 3" in msgs["m.csv:5"]
+    assert "line 6: expected 2 fields (uri,label), found 1" in msgs["m.csv:6"]
+    assert "line 7: empty uri" in msgs["m.csv:7"]
+    with pytest.raises(SourceError, match="line 5: expected 2 fields"):
+        list_clips(str(tmp_path / "m.csv"))  # the in-process listing refuses instead
+
+
+def test_jsonl_manifest_bad_lines(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"uri": "a.mp4", "label": "sad"}\n{"uri": \n["x"]\n{"label": "x"}\n')
+    rs = rows(tmp_path / "m.jsonl")
+    assert [r[col.CLIP_ID] for r in rs if not r[col.ERROR_STAGE]] == ["a"]
+    msgs = [r[col.ERROR_MESSAGE] for r in failures(rs)]
+    assert "line 2: not valid JSON" in msgs[0] and "line 3: expected a JSON object" in msgs[1]
+    assert "line 4: no 'uri' key" in msgs[2]
