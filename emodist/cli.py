@@ -13,8 +13,14 @@ app = typer.Typer(
 )
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
+# Exit statuses of `emodist run` (and ray_jobs/relabel.py).
+EXIT_OK, EXIT_STOPPED, EXIT_NOT_STARTED, EXIT_ALL_FAILED = 0, 1, 2, 3
+
+
+def _fail(msg: str, code: int = EXIT_NOT_STARTED) -> None:
+    from emodist.storage import scrub
+
+    typer.secho(f"error: {scrub(msg)}", fg="red", err=True)
     raise typer.Exit(code)
 
 
@@ -46,11 +52,14 @@ def run(
     input_format: Annotated[Optional[str], typer.Option("--input-format", help="auto, videos, manifest, split (DFEW/FERV39k/MAFW split files), frames (folders of images) or webdataset (tar shards); same as --set input.format=...")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     retry_failures: Annotated[bool, typer.Option("--retry-failures", help="Run only the clips of OUTPUT's failure rows again.")] = False,
+    new_config: Annotated[bool, typer.Option("--new-config", help="OUTPUT holds rows of another config: label again beside them (told apart by config_hash).")] = False,
 ) -> None:
     """Label every clip of INPUT; one prediction row per clip, one failure row per clip that failed.
 
     Rerunning the same command with the same OUTPUT resumes: clips that already have a
-    prediction or failure row are skipped."""
+    prediction or failure row under the same config are skipped. Exit status: 0 every clip
+    labeled or some failed; 3 every clip failed; 2 the run could not start (config, input,
+    models, or another run holds OUTPUT); 1 the run stopped midway (rerun to resume)."""
     from emodist.config import ConfigError, load_config
     from emodist.storage import SourceError
 
@@ -58,12 +67,16 @@ def run(
         cfg = load_config(config, (set_ or []) + ([f"input.format={input_format}"] if input_format else []))
     except ConfigError as exc:
         _fail(str(exc))
+    from emodist.pipeline import RunStopped
     from emodist.pipeline import run as run_pipeline
 
     try:
-        summary = run_pipeline(cfg, input, output, progress=not quiet, retry_failures=retry_failures)
+        summary = run_pipeline(cfg, input, output, progress=not quiet, retry_failures=retry_failures,
+                               new_config=new_config)
     except (SourceError, ConfigError) as exc:
-        _fail(str(exc))
+        _fail(str(exc), EXIT_NOT_STARTED)
+    except RunStopped as exc:
+        _fail(str(exc), EXIT_STOPPED)
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
         f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
@@ -72,6 +85,8 @@ def run(
     )
     if summary.labeled:
         _print_table(Path(output) if "://" not in output else None)
+    if summary.all_failed:
+        _fail(f"every clip failed ({summary.failed}); see {output}/failures/ for why", EXIT_ALL_FAILED)
 
 
 def _print_table(out: Path | None, limit: int = 12) -> None:

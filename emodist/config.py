@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import string
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -108,6 +110,13 @@ class ModelConfig(StageResources):
     batches_in_flight: int = Field(2, ge=1, le=64, description="Batches one actor works on at once: the next batch's requests reach the engine while this one's last clips finish. For vLLM, batch_size x batches_in_flight should reach max_num_seqs.")
     adapter: str | None = Field(None, description="A LoRA adapter folder (local or s3://, from `emodist finetune`) loaded on top of the model; rows record it in the model column and the config hash changes with it.")
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+            raise ValueError(f"'{v}' is not a device; use auto, cpu, cuda or cuda:N")
+        return v
+
     # Settings that decide speed and memory, never the labels (left out of the config hash).
     RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
@@ -121,8 +130,28 @@ class ModelConfig(StageResources):
         return self.num_gpus
 
 
+def _check_prompt(template: str | None, allowed: tuple[str, ...], key: str) -> str | None:
+    """A prompt override may only use the fields the prompt builder fills in."""
+    if template is None:
+        return None
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"does not parse as a template ({exc}); write {{field}} for a field, {{{{ for a brace") from None
+    unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in allowed)
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {', '.join('{' + f + '}' for f in unknown)} in {key}; "
+                         f"this prompt takes {', '.join('{' + a + '}' for a in allowed)}")
+    return template
+
+
 class DescriberConfig(ModelConfig):
     """MSCE stage 1: one description of the motion per gap."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fields(cls, v: str | None) -> str | None:
+        return _check_prompt(v, ("n_frames", "start_s", "end_s"), "describer.prompt")
 
 
 class LabelerConfig(ModelConfig):
@@ -134,6 +163,11 @@ class LabelerConfig(ModelConfig):
     answer_tokens: int = Field(0, ge=0, le=64, description="If > 0, also let the model write up to this many tokens of answer, stored as `answer` (the distribution still comes from the option log-probabilities).")
     prior: list[float] | None = Field(None, description="Class prior for logit_adjust, in label order (else uniform).")
     tau: float = Field(1.0, ge=0, description="Strength of logit adjustment.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fields(cls, v: str | None) -> str | None:
+        return _check_prompt(v, ("options",), "labeler.prompt")
 
 
 class StorageConfig(_Strict):
@@ -168,6 +202,8 @@ class RunConfig(_Strict):
     share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
     max_actor_restarts: int = Field(3, ge=0, description="Times Ray restarts a model actor whose engine died (a CUDA error, a dead vLLM engine) before the run stops; its batches are retried, no clip is marked failed for it.")
+    check_models: bool = Field(True, description="Check before Ray starts that every model id or folder can be found (local folder, model cache or hub); false for clusters whose driver cannot see what the workers load.")
+    lease_timeout_s: float = Field(600, gt=0, description="A run holds its output with a lease it refreshes every 30 s; a lease whose holder has not refreshed it for this long (or whose process is gone from this host) is taken over by the next run.")
 
 
 class Config(_Strict):
@@ -286,5 +322,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not err["loc"]:  # a rule across keys: the message names them
             raise ConfigError(msg) from None
         key = ".".join(str(p) for p in err["loc"])
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        value = err.get("input")
+        if err["type"] == "string_type" and isinstance(value, (dict, list)):
+            # YAML read `{field}` or `[a, b]` as a mapping or a list: the user meant text.
+            raise ConfigError(f"config key '{key}': expected text, got a YAML {'mapping' if isinstance(value, dict) else 'list'} "
+                              f"({value!r}); quote the value, e.g. --set '{key}=\"...\"'") from None
+        got = f" (got {value!r})" if "input" in err and not isinstance(value, dict) and repr(value) not in msg else ""
         raise ConfigError(f"config key '{key}': {msg}{got}") from None

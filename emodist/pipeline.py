@@ -1,10 +1,12 @@
-"""Wire the stages into one Ray Data pipeline and commit its rows.
+"""Wire the stages into one Ray Data pipeline and run it into an output folder.
 
-    list clips -> decode (CPU actors) -> describe (model actors) -> label (model actors)
-      -> driver: predictions/ part files, failures/ part files, summary.json
+    list clips -> decode (CPU actors) -> [face] -> describe + label (model actors)
+      -> driver: predictions/ and failures/ parts (commit.py), summary.json
 
-Each stage is a fixed-size actor pool sized by config. Only small rows (no frames)
-come back to the driver, which writes them in atomic parts as they arrive.
+Each stage is a fixed-size actor pool sized by config. Only small rows (no frames) come
+back to the driver. Before any Ray work the run checks its config, models and input,
+takes the output's lease (one run at a time, lease.py) and reads what the output already
+holds (resume.py): every clip gets exactly one row, however the run is started again.
 """
 from __future__ import annotations
 
@@ -13,27 +15,29 @@ import logging
 import os
 import posixpath
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
+from emodist import placement, preflight, resume, storage
 from emodist import schema as col
-from emodist import storage
-from emodist import placement
+from emodist.commit import Committer
 from emodist.config import Config, ModelConfig, StageResources
-from emodist.models.prompts import PROMPT_VERSION
-from emodist.resume import (PRIOR_ATTEMPTS, count_rows, finish_retry, finished_parts, retry_dataset,
-                            skip_finished, take_failures_for_retry)
 from emodist.io.detect import open_source
+from emodist.lease import Lease
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
 from emodist.stages.model import DescribeLabelStage
-from emodist.writer import PartWriter
+from emodist.writer import OutputFull
 
 log = logging.getLogger(__name__)
 STAGES = col.TIMED_STAGES
+
+
+class RunStopped(RuntimeError):
+    """The run stopped before the end (storage full, the lease lost, a stage that cannot be
+    restarted); what was committed stays and the same command resumes."""
 
 
 @dataclass
@@ -42,8 +46,8 @@ class RunSummary:
     clips: int = 0  # clips this run processed (labeled + failed)
     labeled: int = 0
     failed: int = 0
-    skipped_done: int = 0  # rows already in the output before this run (resume)
-    duplicates: int = 0  # repeated clip ids in the input, written once
+    skipped_done: int = 0  # clips of this input already done before this run (resume)
+    duplicates: int = 0  # repeated (clip_id, uri) pairs in the input, written once
     seconds: float = 0.0
     clips_per_s: float = 0.0
     failures_by_stage: dict[str, int] = field(default_factory=dict)
@@ -52,6 +56,11 @@ class RunSummary:
     stage_clips_per_s_per_actor: dict[str, float] = field(default_factory=dict)
     retry: bool = False
     config_hash: str = ""
+    run_id: str = ""
+
+    @property
+    def all_failed(self) -> bool:
+        return self.clips > 0 and self.labeled == 0
 
 
 def init_ray(cfg: Config) -> None:
@@ -64,9 +73,10 @@ def init_ray(cfg: Config) -> None:
         # run.ray_address='auto' attaches to a cluster started with `ray start` here.
         ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING)
     else:
-        # A new local Ray, even if another cluster runs on this machine.
+        # A new local Ray, even if another cluster runs on this machine, listening on the
+        # loopback interface only.
         ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING)
+                 logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
     # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -75,9 +85,9 @@ def init_ray(cfg: Config) -> None:
 def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, **kwargs):
     """One fixed-size actor pool. Model stages (async) take `batches_in_flight` batches per
     actor at once and are restarted at most `max_restarts` times when their engine dies."""
-    import ray
-
     import warnings
+
+    import ray
 
     extra = {}
     in_flight = res.batches_in_flight if isinstance(res, ModelConfig) else None
@@ -113,95 +123,67 @@ def build_dataset(cfg: Config, clips):
     return _stage(ds, LabelStage, cfg.labeler, restarts, cfg=cfg)
 
 
-def _tables(batch: dict, cfg: Config, digest: str):
-    """(predictions, failures) of one finished batch, as tables of the output schemas."""
-    failed = np.asarray(batch[col.ERROR_STAGE], dtype=object) != ""
-    prompt = PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom"
-    constants = {col.CONFIG_HASH: digest, col.LABEL_NAMES: list(cfg.label_names), col.DEBIAS: cfg.labeler.debias,
-                 col.MODE: cfg.mode, col.PROMPT_VERSION: prompt}
-    if col.FACE_RATIO not in batch:
-        constants[col.FACE_RATIO] = float("nan")
-    preds = col.table_of(col.PREDICTIONS, batch, np.flatnonzero(~failed), constants)
-    attempts = np.asarray(batch[col.ATTEMPTS], np.int64) if col.ATTEMPTS in batch else np.ones(len(failed), np.int64)
-    if PRIOR_ATTEMPTS in batch:
-        attempts = attempts + np.asarray(batch[PRIOR_ATTEMPTS], np.int64)
-    fails = col.table_of(col.FAILURES, {**batch, col.ATTEMPTS: attempts}, np.flatnonzero(failed),
-                         {col.CONFIG_HASH: digest})
-    return preds, fails
-
-
-def _fresh(table, seen: set[str]):
-    """`table` without the ids already written by this run (a repeated input id)."""
-    import pyarrow as pa
-
-    ids = table.column(col.CLIP_ID).to_pylist()
-    keep = []
-    for i, cid in enumerate(ids):
-        if cid not in seen:
-            seen.add(cid)
-            keep.append(i)
-    return table if len(keep) == len(ids) else table.take(pa.array(keep, pa.int64()))
-
-
 def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
-        retry_failures: bool = False) -> RunSummary:
+        retry_failures: bool = False, new_config: bool = False) -> RunSummary:
     """Label every clip of `input_uri` not yet in `output_uri`; rows land under
     `output_uri` in parts as they come, so a rerun resumes where a crash left off.
-    With `retry_failures`, only the clips of earlier failure rows are run again."""
+    With `retry_failures`, only the clips of earlier failure rows are run again. With
+    `new_config`, an output labeled under another config is labeled again beside it.
+
+    Raises ConfigError / SourceError (could not start: nothing ran), LeaseHeld (another
+    run holds the output), RunStopped (stopped midway: a rerun resumes)."""
     t0 = time.perf_counter()
-    digest = cfg.digest()
-    summary = RunSummary(output=output_uri, config_hash=digest, retry=retry_failures)
-    # Before Ray starts: can the input be read (and in what format), the output written?
+    input_uri, output_uri = storage.absolute(input_uri), storage.absolute(output_uri)
+    if cfg.input.root and storage.is_local(cfg.input.root):  # relative to this directory, not a worker's
+        cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"root": storage.absolute(cfg.input.root)})})
+    digest, run_id = cfg.digest(), uuid.uuid4().hex[:8]
+    summary = RunSummary(output=storage.scrub(output_uri), config_hash=digest, retry=retry_failures, run_id=run_id)
+    # Before Ray starts: models, input and output, in seconds.
+    preflight.check(cfg)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
-    init_ray(cfg)
-    import ray
+    with Lease(output_uri, cfg, run_id) as lease:
+        init_ray(cfg)
+        import ray
 
-    cfg = placement.settle(cfg, placement.cluster_nodes())
-    if cfg.run.object_store_mb:
-        limits = ray.data.DataContext.get_current().execution_options.resource_limits
-        ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
-            object_store_memory=cfg.run.object_store_mb * 2**20)
-    if retry_failures:
-        aside = take_failures_for_retry(output_uri, cfg)
-        if not aside:
-            return _finish(summary, output_uri, t0, cfg)
-        clips = retry_dataset(aside, cfg)
-        expected = count_rows(aside, cfg)
-    else:
-        clips, expected = source.dataset(), source.count  # count: None when streamed
-    finished = finished_parts(output_uri, cfg)
-    summary.skipped_done = count_rows(finished, cfg)
-    clips = skip_finished(clips, finished, cfg)
-    total = None if expected is None else max(0, expected - (0 if retry_failures else summary.skipped_done))
-    opts = storage.storage_options(cfg, output_uri)
-    preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows,
-                       storage_options=opts)
-    fails = PartWriter(posixpath.join(output_uri, "failures"), col.FAILURES, cfg.run.part_rows,
-                       run_id=preds.run_id, storage_options=opts)
-    seen: set[str] = set()  # ids written by this run: a repeated input id is written once
-    busy = {s: 0.0 for s in STAGES}
-    with _progress(progress, total) as advance:
-        for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
-            p, f = _tables(batch, cfg, digest)
-            p, f = _fresh(p, seen), _fresh(f, seen)
-            summary.duplicates += len(batch[col.CLIP_ID]) - p.num_rows - f.num_rows
-            preds.add(p)
-            fails.add(f)
-            for stage in f.column(col.ERROR_STAGE).to_pylist():
-                summary.failures_by_stage[stage] = summary.failures_by_stage.get(stage, 0) + 1
-            for s in busy:
-                busy[s] += float(np.sum(batch.get(f"t_{s}_s", 0.0)))
-            advance(p.num_rows, f.num_rows)
-    preds.flush()
-    fails.flush()
-    if retry_failures:
-        finish_retry(output_uri, cfg)
-    summary.labeled, summary.failed = preds.written, fails.written
-    summary.clips = summary.labeled + summary.failed
-    summary.stage_seconds = {s: round(v, 3) for s, v in busy.items()}
-    summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in busy.items() if v > 0}
-    return _finish(summary, output_uri, t0, cfg)
+        cfg = placement.settle(cfg, placement.cluster_nodes())
+        if cfg.run.object_store_mb:
+            limits = ray.data.DataContext.get_current().execution_options.resource_limits
+            ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
+                object_store_memory=cfg.run.object_store_mb * 2**20)
+        if source is not None:
+            source.check_ids()
+        # A retry sets the failure parts aside first: their clips are to do, not done.
+        aside = resume.take_failures_for_retry(output_uri, cfg) if retry_failures else []
+        state = resume.load(output_uri, cfg, digest, new_config)
+        resume.record_config(output_uri, cfg, digest)
+        if retry_failures:
+            if not aside:
+                return _finish(summary, output_uri, t0, cfg)
+            clips, total = resume.retry_dataset(aside, cfg, state.done_ref), resume.count_rows(aside, cfg)
+        else:
+            clips, total = source.dataset(state.done_ref), source.count
+        committer = Committer(output_uri, cfg, digest, run_id)
+        try:
+            with _progress(progress, total) as advance:
+                for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
+                    advance(*committer.add(batch))
+                    if lease.lost.is_set():
+                        raise RunStopped(f"{storage.scrub(output_uri)}: another run took over this output's lease; "
+                                         "this run stopped (its committed parts are kept)")
+            committer.close()
+        except OutputFull as exc:
+            raise RunStopped(str(exc)) from None
+        if retry_failures:
+            resume.finish_retry(output_uri, cfg)
+        counts = committer.counts
+        summary.labeled, summary.failed = counts.labeled, counts.failed
+        summary.skipped_done, summary.duplicates = counts.skipped, counts.duplicates
+        summary.failures_by_stage = counts.failures_by_stage
+        summary.clips = summary.labeled + summary.failed
+        summary.stage_seconds = {s: round(v, 3) for s, v in counts.busy_s.items()}
+        summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in counts.busy_s.items() if v > 0}
+        return _finish(summary, output_uri, t0, cfg)
 
 
 def _finish(summary: RunSummary, output_uri: str, t0: float, cfg: Config) -> RunSummary:
@@ -209,8 +191,7 @@ def _finish(summary: RunSummary, output_uri: str, t0: float, cfg: Config) -> Run
     summary.clips_per_s = summary.clips / summary.seconds if summary.seconds else 0.0
     fs, root = storage.filesystem(output_uri, cfg)
     fs.makedirs(root, exist_ok=True)
-    with fs.open(posixpath.join(root, "summary.json"), "w") as fh:
-        json.dump(asdict(summary), fh, indent=2)
+    fs.pipe_file(posixpath.join(root, "summary.json"), json.dumps(asdict(summary), indent=2).encode())
     return summary
 
 

@@ -143,7 +143,8 @@ def _settle_decode(cfg: Config, nodes: list[Node], gpus: float) -> Config:
                               "do not fit beside the model pools")
     else:
         device, why = "cuda", "GPUs and torchcodec present, and the decode pool fits beside the model pools"
-    log.warning("decode.device=auto: decoding on %s (%s)", device, why)
+    # Said quietly where nothing else was possible (no GPU); loudly where GPUs go unused.
+    (log.info if gpus == 0 else log.warning)("decode.device=auto: decoding on %s (%s)", device, why)
     return on_gpu if device == "cuda" else cfg.model_copy(
         update={"decode": cfg.decode.model_copy(update={"device": "cpu"})})
 

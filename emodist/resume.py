@@ -1,88 +1,150 @@
-"""Resume and retry: what an output folder already holds, and what is left to do.
+"""What an output folder already holds, and what a run must still do.
 
-A rerun of the same command skips every clip that already has a prediction or a
-failure row. Finished rows are never gathered in the driver: it streams the `clip_id`
-column part by part and keeps only a sorted array of 64-bit id hashes (8 bytes a clip:
-80 MB for 10M clips), which the filter tasks read from Ray's object store. (A Ray Data
-anti-join also works but pays a hash shuffle, ~12 s even for a few rows.)
-`--retry-failures` moves the failure parts aside (under `failures/_retried/`, which
-readers skip) and runs exactly those clips again, counting attempts.
+A clip is done when a committed part (predictions/ or failures/) holds a row with its
+`(clip_id, uri)` under this run's config hash. Resume reads only those columns, in a Ray
+task: the driver never holds the finished set, which travels as sorted 64-bit keys
+(8 bytes a clip) to the read tasks that skip finished clips (io/source.py).
+
+A rerun under a config that labels differently (another hash) is refused, naming both
+hashes and the keys that changed, unless asked for (`new_config`): the new rows are then
+written beside the old ones, told apart by `config_hash`. Every run records its label
+settings as `_emodist/configs/<hash>.json`, so a later run can say what changed.
+
+`--retry-failures` sets the failure parts aside (under failures/_retried/, which readers
+skip) and runs exactly those clips again, counting attempts; listing failures (a line of
+a manifest that did not parse) are retried by reading that manifest again.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from emodist import carry, keys, storage
 from emodist import schema as col
-from emodist.storage import filesystem, protocol_prefix, pyarrow_filesystem
+from emodist.config import ConfigError
+from emodist.storage import filesystem, protocol_prefix
 
-PRIOR_ATTEMPTS = "prior_attempts"
 RETRIED_DIR = "_retried"
+CONFIGS_DIR = "_emodist/configs"
+OUTPUT_PARTS = ("predictions", "failures")
 
 
-def _part_files(fs, folder: str) -> list[str]:
+def part_files(fs, folder: str) -> list[str]:
+    """Committed part files in `folder` (fsspec paths; hidden and _-prefixed names are not parts)."""
     if not fs.exists(folder):
         return []
     return sorted(p for p in fs.ls(folder, detail=False)
                   if posixpath.basename(p).startswith("part-") and p.endswith(".parquet"))
 
 
-def finished_parts(output_uri: str, cfg) -> list[str]:
-    """The committed part files under predictions/ and failures/, as full uris."""
+def committed_parts(output_uri: str, cfg) -> list[str]:
+    """The committed parts under predictions/ and failures/, as full uris."""
     fs, root = filesystem(output_uri, cfg)
     proto = protocol_prefix(output_uri)
-    return [proto + p for sub in ("predictions", "failures") for p in _part_files(fs, posixpath.join(root, sub))]
+    return [proto + p for sub in OUTPUT_PARTS for p in part_files(fs, posixpath.join(root, sub))]
 
 
-def count_rows(uris: list[str], cfg) -> int:
-    """Rows in the given parts, from Parquet footers only."""
-    if not uris:
-        return 0
-    fs, _ = filesystem(uris[0], cfg)
-    paths = [filesystem(u, cfg)[1] for u in uris]
-    return pads.dataset(paths, filesystem=fs, format="parquet").count_rows()
+def _read_columns(uri: str, cfg, columns: list[str]):
+    fs, path = filesystem(uri, cfg)
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
 
 
-def id_hashes(ids) -> np.ndarray:
-    """Stable 64-bit hashes of clip ids (a collision needs ~4e9 ids to become likely)."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little") for i in ids),
-        dtype=np.uint64,
-    )
-
-
-def finished_hashes(parts: list[str], cfg) -> np.ndarray:
-    """Sorted hashes of every clip id in `parts`, read one part's id column at a time."""
-    chunks = []
+def scan(parts: list[str], cfg, digest: str) -> tuple[dict[str, int], np.ndarray]:
+    """({config hash: rows}, sorted keys of the clips done under `digest`), part by part."""
+    hashes: dict[str, int] = {}
+    done = []
     for uri in parts:
-        fs, path = filesystem(uri, cfg)
-        with fs.open(path, "rb") as f:
-            chunks.append(id_hashes(pq.read_table(f, columns=[col.CLIP_ID]).column(0).to_pylist()))
-    return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
+        t = _read_columns(uri, cfg, [col.CLIP_ID, col.URI, col.CONFIG_HASH])
+        h = t.column(col.CONFIG_HASH).to_pylist()
+        for v in set(h):
+            hashes[v] = hashes.get(v, 0) + h.count(v)
+        mine = [i for i, v in enumerate(h) if v == digest]
+        if mine:
+            ids, uris = t.column(col.CLIP_ID).to_pylist(), t.column(col.URI).to_pylist()
+            done.append(keys.clip_keys((ids[i] for i in mine), (uris[i] for i in mine)))
+    return hashes, keys.sorted_unique(done)
 
 
-def _drop_finished(batch: dict, done_ref) -> dict:
+def _scan_task(parts: list[str], cfg, digest: str):
+    return scan(parts, cfg, digest)
+
+
+@dataclass
+class State:
+    """An output as a run finds it."""
+
+    parts: list[str] = field(default_factory=list)
+    hashes: dict[str, int] = field(default_factory=dict)  # config hash -> committed rows
+    done_ref: object = None  # ObjectRef of the sorted keys done under this run's hash
+
+    @property
+    def rows(self) -> int:
+        return sum(self.hashes.values())
+
+
+def load(output_uri: str, cfg, digest: str, new_config: bool) -> State:
+    """The output's state, read in a Ray task; ConfigError when it holds rows of another
+    config and `new_config` is not set."""
     import ray
 
-    done = ray.get(done_ref[0])
-    keep = ~np.isin(id_hashes(batch[col.CLIP_ID]), done)
-    return {k: v[keep] for k, v in batch.items()}
-
-
-def skip_finished(clips, parts: list[str], cfg):
-    """The clips dataset without the ids already in `parts`."""
-    import ray
-
+    parts = committed_parts(output_uri, cfg)
     if not parts:
-        return clips
-    done_ref = ray.put(finished_hashes(parts, cfg))
-    # The ref travels wrapped in a list so Ray hands the task the ref, not a copy per call.
-    return clips.map_batches(_drop_finished, fn_kwargs={"done_ref": [done_ref]}, batch_format="numpy",
-                             batch_size=None, num_cpus=0.25)
+        return State()
+    scan_remote = ray.remote(num_cpus=0.25, num_returns=2)(_scan_task)
+    hashes_ref, done_ref = scan_remote.remote(parts, cfg, digest)
+    hashes = ray.get(hashes_ref)
+    others = {h: n for h, n in hashes.items() if h != digest}
+    if others and not new_config:
+        raise ConfigError(refusal(output_uri, cfg, digest, others))
+    return State(parts, hashes, done_ref)
+
+
+def record_config(output_uri: str, cfg, digest: str) -> None:
+    """`_emodist/configs/<hash>.json`: this run's label settings, for later comparisons."""
+    fs, root = filesystem(output_uri, cfg)
+    path = posixpath.join(root, CONFIGS_DIR, f"{digest}.json")
+    if not fs.exists(path):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(path, json.dumps(cfg.label_settings(), indent=1, sort_keys=True).encode())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    return [f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def refusal(output_uri: str, cfg, digest: str, others: dict[str, int]) -> str:
+    fs, root = filesystem(output_uri, cfg)
+    old_hash = max(others, key=others.get)
+    try:
+        old = json.loads(fs.cat_file(posixpath.join(root, CONFIGS_DIR, f"{old_hash}.json")))
+        changed = ", ".join(changed_keys(old, cfg.label_settings())[:8]) or "none recorded"
+    except FileNotFoundError:
+        changed = "unknown (no record of the old config)"
+    rows = sum(others.values())
+    return (f"{output_uri} holds {rows} rows labeled under config {old_hash}; this run's config is {digest} "
+            f"(changed: {changed}); rerun with --new-config to label again beside them (rows told apart by "
+            f"config_hash), or write to another --output")
+
+
+# --- retrying failures ------------------------------------------------------------------
 
 
 def take_failures_for_retry(output_uri: str, cfg) -> list[str]:
@@ -93,28 +155,84 @@ def take_failures_for_retry(output_uri: str, cfg) -> list[str]:
     proto = protocol_prefix(output_uri)
     failures = posixpath.join(root, "failures")
     aside = posixpath.join(failures, RETRIED_DIR)
-    if not _part_files(fs, aside):
+    if not part_files(fs, aside):
         fs.makedirs(aside, exist_ok=True)
-        for p in _part_files(fs, failures):
-            fs.mv(p, posixpath.join(aside, posixpath.basename(p)))
-    return [proto + p for p in _part_files(fs, aside)]
+        for p in part_files(fs, failures):
+            if _read_columns(proto + p, cfg, [col.CLIP_ID]).num_rows:  # schema-only parts stay
+                fs.mv(p, posixpath.join(aside, posixpath.basename(p)))
+    return [proto + p for p in part_files(fs, aside)]
 
 
 def finish_retry(output_uri: str, cfg) -> None:
     """After a completed retry every set-aside clip has a new row: drop the old ones."""
     fs, root = filesystem(output_uri, cfg)
-    for p in _part_files(fs, posixpath.join(root, "failures", RETRIED_DIR)):
+    for p in part_files(fs, posixpath.join(root, "failures", RETRIED_DIR)):
         fs.rm(p)
 
 
-def retry_dataset(parts: list[str], cfg):
-    """(clip_id, uri, ref_label, prior_attempts) of the failures set aside, in Ray."""
+def _aside_rows(uri: str, cfg) -> Iterator[dict]:
+    """The clips of one set-aside failure part, as rows to run again (prior attempts kept);
+    listing failures are not clips: they come back by reading their manifest again."""
+    from emodist.io import rows
+
+    t = _read_columns(uri, cfg, [col.CLIP_ID, col.URI, col.REF_LABEL, col.ERROR_STAGE, col.ATTEMPTS])
+    for r in t.to_pylist():
+        if r[col.ERROR_STAGE] == rows.LIST_STAGE and _is_listing(r[col.URI]):
+            continue
+        row = rows.ok(r[col.CLIP_ID], r[col.URI], r[col.REF_LABEL])
+        row[carry.PRIOR_ATTEMPTS] = int(r[col.ATTEMPTS] or 0)
+        yield row
+
+
+def _is_listing(uri: str) -> bool:
+    from emodist.io.suffixes import MANIFEST_SUFFIXES, SHARD_SUFFIXES, SPLIT_SUFFIXES, has_suffix
+
+    return "#" not in uri and has_suffix(uri, MANIFEST_SUFFIXES + SPLIT_SUFFIXES + SHARD_SUFFIXES)
+
+
+def _listings(parts: list[str], cfg) -> list[str]:
+    """The manifests (or shards) whose lines failed to list, in the set-aside parts."""
+    from emodist.io import rows
+
+    out: set[str] = set()
+    for uri in parts:
+        t = _read_columns(uri, cfg, [col.URI, col.ERROR_STAGE]).to_pylist()
+        out |= {r[col.URI] for r in t if r[col.ERROR_STAGE] == rows.LIST_STAGE and _is_listing(r[col.URI])}
+    return sorted(out)
+
+
+def retry_dataset(aside: list[str], cfg, done_ref):
+    """The Ray dataset of everything to run again: the clips of the set-aside failures,
+    and the manifests whose lines failed to list, read again (their clips already done,
+    or among the set-aside ones, skipped)."""
     import ray
 
-    # The fsspec filesystem carries the configured endpoint (storage.endpoint_url);
-    # pyarrow's own S3 would not. Paths go without their protocol.
-    fs, _ = filesystem(parts[0], cfg)
-    paths = [filesystem(u, cfg)[1] for u in parts]
-    ds = ray.data.read_parquet(paths, filesystem=pyarrow_filesystem(fs),
-                               columns=[col.CLIP_ID, col.URI, col.REF_LABEL, col.ATTEMPTS])
-    return ds.rename_columns({col.ATTEMPTS: PRIOR_ATTEMPTS})
+    from emodist.io.detect import open_source
+    from emodist.io.source import dataset_of
+
+    generators = [(partial(_aside_rows, u, cfg), u) for u in aside]
+    listings = ray.get(ray.remote(num_cpus=0.25)(_listings).remote(aside, cfg))
+    if listings:
+        # A clip of such a manifest that is retried as a clip must not come twice.
+        skip = ray.remote(num_cpus=0.25)(_merge_keys).remote(done_ref, aside, cfg)
+        relisted = [g for u in listings for g in open_source(u, cfg).row_generators()]
+        return dataset_of(generators, cfg, done_ref).union(dataset_of(relisted, cfg, skip, check_local=True))
+    return dataset_of(generators, cfg, done_ref)
+
+
+def _merge_keys(done: np.ndarray | None, aside: list[str], cfg) -> np.ndarray:
+    chunks = [done] if done is not None else []
+    for uri in aside:
+        t = _read_columns(uri, cfg, [col.CLIP_ID, col.URI])
+        chunks.append(keys.clip_keys(t.column(col.CLIP_ID).to_pylist(), t.column(col.URI).to_pylist()))
+    return keys.sorted_unique(chunks)
+
+
+def count_rows(uris: list[str], cfg) -> int:
+    """Rows in the given parts, from Parquet footers only."""
+    total = 0
+    for u in uris:
+        fs, path = storage.filesystem(u, cfg)
+        with fs.open(path, "rb") as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total

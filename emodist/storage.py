@@ -32,7 +32,12 @@ SECRET_ENV = (
 
 
 class SourceError(ValueError):
-    """An input or output location cannot be used: the message names it and how to fix it."""
+    """An input or output location cannot be used: the message names it and how to fix it.
+    Credentials in the message (a URL's user:password, signed-URL parameters) are
+    scrubbed as the error is made, so no caller can print them."""
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(scrub(str(message)), *args)
 
 
 class StorageError(SourceError):
@@ -48,6 +53,16 @@ def protocol(uri: str) -> str:
 def protocol_prefix(uri: str) -> str:
     """'s3://b/k' -> 's3://'; a plain path -> '' (to put back on fsspec's bare paths)."""
     return uri.split("://", 1)[0] + "://" if "://" in uri else ""
+
+
+def absolute(uri: str) -> str:
+    """A local path made absolute (what a rerun from another directory finds again);
+    URIs of object stores stay as they are."""
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    import os
+
+    return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
 
 
 def is_local(uri: str) -> bool:
@@ -166,6 +181,8 @@ def check_writable(uri: str, cfg: Any) -> None:
 # --- secrets --------------------------------------------------------------------------
 
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@'\"]+:[^/\s@'\"]+@")
+# The same user:password@ without its scheme (a uri's netloc quoted in a message).
+_BARE_USERINFO = re.compile(r"(?<![\w/])[^/\s:@'\"]+:[^/\s:@'\"]+@(?=[\w.-])")
 _QUERY_SECRETS = re.compile(
     r"(?i)\b(X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId|"
     r"sig|sv|se|sp|access_token|token|api_key|apikey|password|secret)=[^&\s'\"]+"
@@ -189,6 +206,7 @@ def scrub(text: str) -> str:
     if not text:
         return text
     text = _USERINFO.sub(r"\g<scheme>***@", text)
+    text = _BARE_USERINFO.sub("***@", text)
     text = _QUERY_SECRETS.sub(lambda m: f"{m.group(1)}=***", text)
     text = _KV_SECRETS.sub(lambda m: f"{m.group(1)}{m.group(2)}***{m.group(2)}", text)
     for value in secret_values():

@@ -7,6 +7,8 @@ hidden and underscore-prefixed files, so a half-written part is never read.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import posixpath
 import uuid
@@ -47,18 +49,43 @@ class PartWriter:
             self._write(pa.concat_tables(self.pending))
             self.pending, self.pending_rows = [], 0
 
-    def _write(self, table: pa.Table) -> None:
+    def ensure_one(self) -> None:
+        """A schema-only part when the folder holds none, so that readers of
+        `folder/*.parquet` (DuckDB, polars, pandas) always find the columns."""
+        try:
+            names = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:  # an object-store "folder" with nothing in it
+            names = []
+        if not any(posixpath.basename(p).startswith("part-") for p in names):
+            self._write(self.schema.empty_table(), name=f"part-{self.run_id}-empty.parquet")
+            self.parts -= 1
+
+    def _write(self, table: pa.Table, name: str | None = None) -> None:
         table = table.cast(self.schema)
-        name = f"part-{self.run_id}-{self.parts:05d}.parquet"
+        name = name or f"part-{self.run_id}-{self.parts:05d}.parquet"
         final = posixpath.join(self.path, name)
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        if self._local:
-            tmp = posixpath.join(self.path, f".{name}.tmp")
-            with self.fs.open(tmp, "wb") as f:
-                f.write(buf.getvalue())
-            self.fs.mv(tmp, final)
-        else:
-            self.fs.pipe_file(final, buf.getvalue())
+        tmp = posixpath.join(self.path, f".{name}.tmp")
+        try:
+            if self._local:
+                with self.fs.open(tmp, "wb") as f:
+                    f.write(buf.getvalue())
+                self.fs.mv(tmp, final)
+            else:
+                self.fs.pipe_file(final, buf.getvalue())
+        except OSError as exc:
+            if self._local:
+                with contextlib.suppress(OSError):
+                    self.fs.rm_file(tmp)  # never leave a half-written part behind
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutputFull(
+                    f"no space left writing {final}: free space (or write elsewhere), then run the same "
+                    "command again: every committed part is kept and the run resumes") from None
+            raise
         self.parts += 1
         self.written += table.num_rows
+
+
+class OutputFull(OSError):
+    """The output's storage is full; what was committed stays, a rerun resumes."""

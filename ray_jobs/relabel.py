@@ -6,7 +6,9 @@
            --input s3://bucket/dfew/manifest.csv --output s3://bucket/runs/dfew-msce
 
 Resubmitting the same command resumes: finished clips are skipped. The summary is
-printed as JSON on the last line and written to OUTPUT/summary.json.
+printed as JSON on the last line and written to OUTPUT/summary.json. Exit status as
+`emodist run`: 0 labeled (some may have failed), 3 every clip failed, 2 could not start,
+1 stopped midway (resubmit to resume).
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from dataclasses import asdict
 
 
 def main(argv: list[str] | None = None) -> int:
+    from emodist.cli import EXIT_ALL_FAILED, EXIT_NOT_STARTED, EXIT_OK, EXIT_STOPPED
     from emodist.config import ConfigError, load_config
-    from emodist.pipeline import run
+    from emodist.pipeline import RunStopped, run
     from emodist.storage import SourceError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,19 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="Output folder; s3:// works.")
     ap.add_argument("--set", action="append", default=[], help="Override a config key (key=value).")
     ap.add_argument("--retry-failures", action="store_true", help="Rerun only the failed clips.")
+    ap.add_argument("--new-config", action="store_true", help="Label again beside rows of another config.")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOT_STARTED
     try:
-        summary = run(cfg, args.input, args.output, progress=False, retry_failures=args.retry_failures)
+        summary = run(cfg, args.input, args.output, progress=False, retry_failures=args.retry_failures,
+                      new_config=args.new_config)
     except (ConfigError, SourceError) as exc:  # refused at start: nothing was run
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_NOT_STARTED
+    except RunStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     print(json.dumps(asdict(summary)))
-    return 0
+    return EXIT_ALL_FAILED if summary.all_failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -174,3 +174,19 @@ def rows_by_clip(out: Path) -> dict[str, list[str]]:
             for cid in pads.dataset(out / sub).to_table(columns=["clip_id"]).column(0).to_pylist():
                 seen.setdefault(cid, []).append(kind)
     return seen
+
+
+def stage_rows(out: dict) -> dict[str, dict]:
+    """A stage's output batch as clip_id -> row, its carrier rows unpacked: the clips that
+    failed travel packed into one row per batch (emodist/carry.py)."""
+    from emodist import carry
+    from emodist import schema as col
+
+    found: dict[str, dict] = {}
+    for i in range(len(out[col.CLIP_ID])):
+        if out[col.ERROR_STAGE][i] == carry.CARRIED:
+            for r in carry.from_ipc(out[carry.COLUMN][i]).to_pylist():
+                found[r[col.CLIP_ID]] = r
+        else:
+            found[out[col.CLIP_ID][i]] = {k: v[i] for k, v in out.items()}
+    return found

@@ -142,8 +142,10 @@ def format_data(tmp_path_factory, clips_dir) -> FormatData:
         _add(tar, f"{clips[7].stem}.txt", b"Anger\n")
         _add(tar, "/abs/escape.mp4", clips[1].read_bytes())
     for shard, clip in (("shard-000000.tar", clips[5]), ("shard-000000.tar", clips[6]), ("shard-000001.tar", clips[7])):
-        ref_rows.append((clip.stem, f"{shards / shard}#{clip.stem}.mp4"))
-    expected["webdataset"] = {clips[5].stem: "happy", clips[6].stem: "sad", clips[7].stem: "angry"}
+        ref_rows.append((f"{shard.removesuffix('.tar')}/{clip.stem}", f"{shards / shard}#{clip.stem}.mp4"))
+    # a shard member's id: shard name / member key (the same key in two shards are two clips)
+    expected["webdataset"] = {f"shard-000000/{clips[5].stem}": "happy", f"shard-000000/{clips[6].stem}": "sad",
+                              f"shard-000001/{clips[7].stem}": "angry"}
 
     split_dir = root / "split"
     (split_dir / "clips").mkdir(parents=True)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from emodist.io.rows import relative_id
 from tests.conftest import rows_by_clip
 
 EMODIST = str(Path(sys.executable).parent / "emodist")
@@ -21,7 +22,7 @@ def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist
            # msce with 3 label orders: enough work per clip that the kill lands mid-run
            "--set", "mode=msce", "--set", "labeler.permutations=3", "--set", "run.part_rows=1",
            "--set", "decode.batch_size=1",
-           "--set", "labeler.batch_size=1", "--set", "run.num_cpus=2"]
+           "--set", "labeler.batch_size=1", "--set", "run.num_cpus=2", "--set", f"input.root={clips_dir}"]
     cwd = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -37,6 +38,7 @@ def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "already done, skipped" in res.stdout
     after = rows_by_clip(out)
-    assert sorted(after) == sorted(Path(u).stem for u in uris)
+    # ids: paths under input.root; the bad file lies outside it, so its id is its whole path
+    assert sorted(after) == sorted(relative_id(u, str(clips_dir)) for u in uris)
     assert all(len(v) == 1 for v in after.values()), {k: v for k, v in after.items() if len(v) != 1}
-    assert after["notes"] == ["failure"]
+    assert after[relative_id(str(bad_files["text"]), str(clips_dir))] == ["failure"]

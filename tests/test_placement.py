@@ -72,12 +72,13 @@ def test_decode_on_gpu_only_where_its_pool_fits_beside_the_models(monkeypatch, c
         placement.settle(cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"device": "cuda"})}), nodes)
 
 
-def test_auto_decodes_on_cpu_without_gpus_and_says_so_once(caplog):
-    with caplog.at_level(logging.WARNING, logger="emodist"):
+def test_auto_decodes_on_cpu_without_gpus_and_says_so_once_quietly(caplog):
+    with caplog.at_level(logging.INFO, logger="emodist"):
         cfg = placement.settle(load_config(None, ["decode.num_cpus=0.5", "labeler.num_cpus=0.5"]), [Node(2, 0)])
     assert cfg.decode.device == "cpu" and cfg.decode.gpus_per_actor == 0
     said = [r.getMessage() for r in caplog.records if "decode.device=auto" in r.getMessage()]
     assert said == ["decode.device=auto: decoding on cpu (no GPU in the cluster)"]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "decode.device=auto" in r.getMessage())
 
 
 def test_cuda_decode_without_gpus_is_refused_at_start():

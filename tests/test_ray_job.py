@@ -57,7 +57,7 @@ def ray_head(tmp_path_factory, emodist_cache):
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=8)  # `ray start --block` may linger on SIGTERM; the group is killed then
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -15,7 +15,8 @@ def manifest(path, uris):
 def test_rerun_skips_finished_clips_and_writes_none_twice(ray_local, tiny_vlm, clips_dir, tmp_path):
     uris = [str(clips_dir / f"clip_{i:05d}.mp4") for i in range(6)]
     out = tmp_path / "out"
-    cfg = small_config("mode=sparse", "run.part_rows=2", "run.object_store_mb=64")
+    # ids relative to the clips' folder (input.root), as a dataset's manifests have them
+    cfg = small_config("mode=sparse", "run.part_rows=2", "run.object_store_mb=64", f"input.root={clips_dir}")
     first = pipeline.run(cfg, manifest(tmp_path / "a.csv", uris[:2]), str(out), progress=False)
     assert (first.labeled, first.skipped_done) == (2, 0)
     limits = ray_local.data.DataContext.get_current().execution_options.resource_limits

@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
-from emodist.io.suffixes import strip_video_suffix
 from emodist.labels import canonical
 
 
@@ -109,15 +107,6 @@ def resolve_uri(u: str, base: str) -> str:
     if u and "://" not in u and not u.startswith("/"):
         return posixpath.join(base, u) if base else u
     return u
-
-
-def split_clip_id(path: str) -> str:
-    """Relative split paths keep their folders (FERV39k's 'Action/Sad/0010' repeats
-    '0010' across folders); absolute ones are named by their last component."""
-    path = path.strip()
-    if "://" in path or path.startswith("/"):
-        return PurePosixPath(strip_video_suffix(path.split("://", 1)[-1])).name
-    return strip_video_suffix(path).strip("/")
 
 
 def parse_jsonl_line(line: str) -> dict:

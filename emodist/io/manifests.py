@@ -69,6 +69,19 @@ def manifest_kind(fs, path: str) -> str:
     return "split" if lines.looks_like_split(first) and col.URI not in first else "csv"
 
 
+def has_id_column(fs, path: str) -> bool:
+    """Whether the manifest states its own clip ids (a `clip_id` column or key)."""
+    kind = manifest_kind(fs, path)
+    if kind == "parquet":
+        with fs.open(path, "rb") as f:
+            return col.CLIP_ID in pq.ParquetFile(f).schema_arrow.names
+    if kind == "csv":
+        return col.CLIP_ID in [h.strip() for h in next(csv.reader([first_line(fs, path)]), [])]
+    if kind == "jsonl":
+        return f'"{col.CLIP_ID}"' in first_line(fs, path)
+    return False
+
+
 def check_header(fs, path: str, uri: str, kind: str) -> None:
     """A manifest without a 'uri' column is a mistake in the whole file: say so up front."""
     if kind == "csv":
@@ -142,8 +155,8 @@ def _csv_rows(text, uri: str, base: str) -> Iterator[dict]:
             yield rows.fail(f"{name}:{start}", uri, f"line {start}: empty uri")
             continue
         u = lines.resolve_uri(u, base)
-        cid = row[ic].strip() if ic is not None and row[ic].strip() else rows.clip_id_for(u)
-        yield rows.ok(cid, u, row[il].strip() if il is not None else "")
+        cid = row[ic].strip() if ic is not None and row[ic].strip() else rows.relative_id(u, base)
+        yield rows.ok(cid, u, row[il].strip() if il is not None else "", line=start)
 
 
 def _jsonl_rows(text, uri: str, base: str) -> Iterator[dict]:
@@ -160,9 +173,9 @@ def _jsonl_rows(text, uri: str, base: str) -> Iterator[dict]:
             yield rows.fail(f"{name}:{n}", uri, f"line {n}: {exc}")
             continue
         u = lines.resolve_uri(u, base)
-        cid = str(obj[col.CLIP_ID]) if obj.get(col.CLIP_ID) not in (None, "") else rows.clip_id_for(u)
+        cid = str(obj[col.CLIP_ID]) if obj.get(col.CLIP_ID) not in (None, "") else rows.relative_id(u, base)
         label = obj.get(LABEL)
-        yield rows.ok(cid, u, "" if label is None else str(label))
+        yield rows.ok(cid, u, "" if label is None else str(label), line=n)
 
 
 def _split_rows(text, uri: str, base: str, labels) -> Iterator[dict]:
@@ -175,7 +188,8 @@ def _split_rows(text, uri: str, base: str, labels) -> Iterator[dict]:
         except lines.LineError as exc:
             yield rows.fail(f"{name}:{n}", uri, f"line {n}: {exc}")
             continue
-        yield rows.ok(lines.split_clip_id(path), lines.resolve_uri(path, base), label)
+        u = lines.resolve_uri(path, base)
+        yield rows.ok(rows.relative_id(u, base), u, label, line=n)
 
 
 def _parquet_rows(fs, path: str, uri: str, base: str) -> Iterator[dict]:
@@ -186,20 +200,23 @@ def _parquet_rows(fs, path: str, uri: str, base: str) -> Iterator[dict]:
             yield rows.fail(rows.name_of(path), uri, no_uri_column(names))
             return
         columns = [c for c in (col.URI, col.CLIP_ID, LABEL) if c in names]
+        offset = 0
         for batch in pf.iter_batches(batch_size=rows.BLOCK_ROWS, columns=columns):
-            yield from _table_rows(pa.Table.from_batches([batch]), base)
+            yield from _table_rows(pa.Table.from_batches([batch]), uri, base, offset)
+            offset += batch.num_rows
 
 
-def _table_rows(table: pa.Table, base: str) -> Iterator[dict]:
+def _table_rows(table: pa.Table, uri: str, base: str, offset: int) -> Iterator[dict]:
     """A parquet manifest batch as SOURCE rows (relative uris resolved, ids filled)."""
     uris = [lines.resolve_uri(str(u or ""), base) for u in table.column(col.URI).to_pylist()]
     ids = (table.column(col.CLIP_ID).to_pylist() if col.CLIP_ID in table.column_names else [None] * len(uris))
     labels = table.column(LABEL).to_pylist() if LABEL in table.column_names else [None] * len(uris)
-    for u, cid, label in zip(uris, ids, labels, strict=True):
+    for k, (u, cid, label) in enumerate(zip(uris, ids, labels, strict=True)):
         if not u:
-            yield rows.fail(str(cid or ""), base, "a row has an empty uri")
+            yield rows.fail(f"{rows.name_of(uri)}:row{offset + k + 1}", uri, f"row {offset + k + 1}: empty uri")
             continue
-        yield rows.ok(str(cid) if cid not in (None, "") else rows.clip_id_for(u), u, "" if label is None else str(label))
+        yield rows.ok(str(cid) if cid not in (None, "") else rows.relative_id(u, base), u,
+                      "" if label is None else str(label), line=offset + k + 1)
 
 
 # --- whole tables, for tools that keep every column -----------------------------------

@@ -3,16 +3,21 @@
 One row per clip (or per line or member that could not be read): `clip_id`, `uri`,
 `ref_label`, the error columns (empty when the row is fine) and `data`, the clip's bytes
 when it came out of a tar shard (null for clips read by uri). Rows that fail here carry
-`error_stage = "list"`; the stages pass them through to the failure parts.
+`error_stage = "list"` and travel packed in carrier rows (emodist/carry.py).
+
+Clip ids are unique by construction: a clip's path under the listed folder, the glob's
+folder, or the manifest's folder (`input.root`), without its extension ('Action/Sad/0010':
+FERV39k repeats '0010' in every class folder); a manifest's `clip_id` column where it has
+one (checked for repeats at start); `<shard>/<key>` for a tar shard's samples.
 """
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import pyarrow as pa
 
+from emodist import carry
 from emodist import schema as col
 from emodist.storage import protocol_prefix, scrub
 
@@ -22,38 +27,33 @@ LIST_STAGE = "list"
 CLIPS = pa.schema([(col.CLIP_ID, pa.string()), (col.URI, pa.string()), (col.REF_LABEL, pa.string())])
 SOURCE = pa.schema(list(CLIPS) + [
     (col.ERROR_STAGE, pa.string()), (col.ERROR_TYPE, pa.string()), (col.ERROR_MESSAGE, pa.string()),
-    (DATA, pa.large_binary()),
+    (DATA, pa.large_binary()), (carry.COLUMN, pa.large_binary()), (carry.PRIOR_ATTEMPTS, pa.int64()),
 ])
 
-# A block of rows holds at most this many rows or bytes (tar shards carry clip bytes).
+# A block holds at most this many clips to decode (decode.batch_size), or bytes of clip
+# data (tar shards carry the clips' bytes); failed rows travel in carriers of at most
+# CARRY_ROWS rows.
 BLOCK_ROWS = 256
 BLOCK_BYTES = 64 << 20
+CARRY_ROWS = 4096
 
 
-def ok(clip_id: str, uri: str, label: str = "", data: bytes | None = None) -> dict:
+def ok(clip_id: str, uri: str, label: str = "", data: bytes | None = None, line: int | None = None) -> dict:
+    """A clip's row; `line`: where a manifest states it (for messages; not a column)."""
     return {col.CLIP_ID: clip_id, col.URI: uri, col.REF_LABEL: label or "",
-            col.ERROR_STAGE: "", col.ERROR_TYPE: "", col.ERROR_MESSAGE: "", DATA: data}
+            col.ERROR_STAGE: "", col.ERROR_TYPE: "", col.ERROR_MESSAGE: "", DATA: data, carry.COLUMN: None,
+            carry.PRIOR_ATTEMPTS: 0, "_line": line}
 
 
 def fail(clip_id: str, uri: str, message: str) -> dict:
     return {col.CLIP_ID: clip_id, col.URI: scrub(uri), col.REF_LABEL: "",
             col.ERROR_STAGE: LIST_STAGE, col.ERROR_TYPE: "SourceError",
-            col.ERROR_MESSAGE: scrub(f"{LIST_STAGE}: {uri}: {message}"), DATA: None}
+            col.ERROR_MESSAGE: scrub(f"{LIST_STAGE}: {uri}: {message}"), DATA: None, carry.COLUMN: None,
+            carry.PRIOR_ATTEMPTS: 0}
 
 
-def blocks(rows: Iterator[dict], block_rows: int = BLOCK_ROWS) -> Iterator[pa.Table]:
-    """SOURCE tables of at most `block_rows` rows (or BLOCK_BYTES of clip bytes); at
-    least one (empty) table, so a read task always yields a block with the schema."""
-    buf: list[dict] = []
-    nbytes, produced = 0, False
-    for r in rows:
-        buf.append(r)
-        nbytes += len(r[DATA] or b"")
-        if len(buf) >= block_rows or nbytes >= BLOCK_BYTES:
-            yield pa.Table.from_pylist(buf, schema=SOURCE)
-            buf, nbytes, produced = [], 0, True
-    if buf or not produced:
-        yield pa.Table.from_pylist(buf, schema=SOURCE)
+def table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=SOURCE)
 
 
 def clip_id_for(uri: str, root: str | None = None) -> str:
@@ -64,6 +64,15 @@ def clip_id_for(uri: str, root: str | None = None) -> str:
         if path.startswith(root_path + "/"):
             return str(PurePosixPath(path[len(root_path) + 1 :]).with_suffix(""))
     return PurePosixPath(path).stem
+
+
+def relative_id(uri: str, base: str) -> str:
+    """A clip's id from its uri: its path under `base` without the extension
+    ('v/x.mp4' -> 'v/x'); outside `base`, its whole path ('/abs/y.mp4' -> 'abs/y')."""
+    path = uri.split("://", 1)[-1]
+    root = base.split("://", 1)[-1].rstrip("/") if base else ""
+    rel = path[len(root) + 1:] if root and path.startswith(root + "/") else path.lstrip("/")
+    return str(PurePosixPath(rel).with_suffix("")) if PurePosixPath(rel).suffix else rel
 
 
 def folder_id(folder: str, root: str) -> str:

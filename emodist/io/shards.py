@@ -143,9 +143,21 @@ def shard_rows(uri: str, cfg) -> Iterator[dict]:
     except Exception as exc:  # noqa: BLE001 - one failure row for the whole shard
         yield rows.fail(PurePosixPath(path).name, uri, str(storage.explain(exc, uri, "reading")))
         return
+    # Keys repeat across shards (000000 in each): a clip's id is '<shard>/<key>'.
+    shard = shard_name(uri)
     with f:
         yield from iter_shard(f, uri, cfg=cfg, label_names=cfg.label_names,
-                              fail=rows.fail, ok=lambda cid, u, label, data: rows.ok(cid, u, label, data))
+                              fail=lambda cid, u, msg: rows.fail(f"{shard}/{cid}", u, msg),
+                              ok=lambda cid, u, label, data: rows.ok(f"{shard}/{cid}", u, label, data))
+
+
+def shard_name(uri: str) -> str:
+    """'s3://b/train/shard-000001.tar' -> 'shard-000001'."""
+    name = rows.name_of(uri)
+    for suffix in sorted(SHARD_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def member_uri(uri: str) -> tuple[str, str] | None:

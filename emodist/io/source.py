@@ -11,6 +11,7 @@ benchmarks/RESULTS.md). Tar shards carry the clips' bytes and keep Ray's default
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from emodist import storage
+from emodist import carry, storage
+from emodist import schema as col
 from emodist.io import manifests, rows, shards, walk
+from emodist.storage import SourceError, scrub
 
 # Listing, manifest and shard reading wait on storage, not on the CPU: a small share
 # keeps them schedulable next to the stage actors (on 2 CPUs a 1-CPU read task would
@@ -53,6 +56,8 @@ class ClipSource:
     def row_generators(self) -> list[tuple[RowGenerator, str]]:
         """(picklable generator of SOURCE rows, name) per read task."""
         cfg = self.cfg
+        if self.table is not None:
+            return [(partial(_table_rows, self.table), self.uri)]
         if self.format == "listing":
             return [(partial(walk.listing_rows, self.uri, cfg, self.pattern, cfg.input.format), self.uri)]
         if self.format == "webdataset":
@@ -72,23 +77,196 @@ class ClipSource:
         for make_rows, _ in self.row_generators():
             yield from make_rows()
 
-    def dataset(self):
-        """The Ray dataset of SOURCE rows; listing, parsing and shard reading run in Ray
-        read tasks (`READ_NUM_CPUS` each), in parallel across files."""
+    def check_ids(self) -> None:
+        """Refuse, before any clip is decoded, a manifest whose clip_id column gives one id
+        to two different clips (one Ray task reads the ids; SourceError names the lines)."""
+        if self.format != "manifest":
+            return
+        with_ids = [(fn, name) for fn, name in self.row_generators()
+                    if manifests.has_id_column(*storage.filesystem(name, self.cfg))]
+        if not with_ids:  # ids come from the paths: unique by construction
+            return
         import ray
 
-        block_rows = max(1, self.cfg.decode.batch_size)
-        if self.table is not None:
-            t = self.table
-            return ray.data.from_arrow([t.slice(s, block_rows) for s in range(0, max(t.num_rows, 1), block_rows)])
-        return _read(_datasource(self.row_generators(), block_rows), ahead=self.format != "webdataset")
+        task = ray.remote(num_cpus=READ_NUM_CPUS)(id_conflicts)
+        found = ray.get(task.remote(with_ids))
+        if found:
+            raise SourceError(f"{self.uri}: clip ids must name one clip each: " + "; ".join(found)
+                              + "; give each clip its own clip_id, or leave the column out (ids then come from the paths)")
+
+    def dataset(self, done_ref=None):
+        """The Ray dataset of SOURCE rows; listing, parsing and shard reading run in Ray
+        read tasks (`READ_NUM_CPUS` each), in parallel across files. `done_ref`: an object
+        ref of the sorted keys of clips already finished, skipped in the read tasks."""
+        return dataset_of(self.row_generators(), self.cfg, done_ref, check_local=self.format in ("manifest", "split"),
+                          ahead=self.format != "webdataset")
 
 
-def _run_rows(make_rows: RowGenerator, block_rows: int) -> Iterator[pa.Table]:
-    yield from rows.blocks(make_rows(), block_rows)
+def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> list[str]:
+    """Ids that name two different uris across the files, with both lines (at most `limit`)."""
+    from emodist import keys
+
+    seen = keys.KeyMap()
+    first: dict[int, str] = {}
+    out: list[str] = []
+    for make_rows, name in generators:
+        where = rows.name_of(name)
+        chunk: list[dict] = []
+
+        def check(chunk: list[dict]) -> None:
+            good = [r for r in chunk if not r[col.ERROR_STAGE]]
+            if not good:
+                return
+            id_h = keys.hashes(r[col.CLIP_ID] for r in good)
+            verdict = seen.add(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+            for k, r in enumerate(good):
+                here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
+                if verdict[k] == keys.NEW:
+                    if len(first) < 1_000_000:  # where an id was first seen, for the message
+                        first[int(id_h[k])] = here
+                elif verdict[k] == keys.CONFLICT and len(out) < limit:
+                    out.append(f"{r[col.CLIP_ID]!r} is on {first.get(int(id_h[k]), '?')} and on {here}")
+
+        for r in make_rows():
+            chunk.append(r)
+            if len(chunk) >= _CHUNK:
+                check(chunk)
+                chunk = []
+        check(chunk)
+        if len(out) >= limit:
+            break
+    return out
 
 
-def _datasource(tasks: list[tuple[RowGenerator, str]], block_rows: int):
+def dataset_of(generators: list[tuple[RowGenerator, str]], cfg, done_ref=None, check_local: bool = False,
+               ahead: bool = True):
+    """The Ray dataset of SOURCE rows from (row generator, name) pairs, one read task each,
+    in blocks of one decode batch (read_blocks)."""
+    block_rows = max(1, cfg.decode.batch_size)
+    # The ref travels wrapped in a list so that Ray hands the task the ref, not a copy.
+    ref = [done_ref] if done_ref is not None else None
+    tasks = [(partial(_run_rows, fn, block_rows, ref, check_local), name) for fn, name in generators]
+    return _read(_datasource(tasks), ahead=ahead)
+
+
+def _table_rows(table: pa.Table) -> Iterator[dict]:
+    yield from table.to_pylist()
+
+
+def _run_rows(make_rows: RowGenerator, block_rows: int, done_ref=None, check_local: bool = False) -> Iterator[pa.Table]:
+    done = None
+    if done_ref is not None:
+        import ray
+
+        done = ray.get(done_ref[0])
+    yield from read_blocks(make_rows(), block_rows, done, check_local)
+
+
+# Rows are keyed and looked up this many at a time (vectorised).
+_CHUNK = 256
+# A carrier goes out with the next block, or alone once this many clips were skipped.
+_SKIPPED_REPORT = 100_000
+
+
+def read_blocks(rows_iter: Iterator[dict], block_rows: int, done=None, check_local: bool = False) -> Iterator[pa.Table]:
+    """SOURCE blocks of at most `block_rows` clips to decode, from a read task's rows:
+    - clips already finished (`done`: sorted keys of (clip_id, uri)) are skipped here and
+      only counted, so a resume does nothing for them but read their ids;
+    - a row repeating an earlier (clip_id, uri) is dropped and counted (a duplicate); a
+      clip_id repeated with another uri fails, naming both lines;
+    - with `check_local`, a local file the manifest names but that does not exist fails
+      here (one stat), not after a trip through the decode pool;
+    - failed rows travel packed into carrier rows (carry.py): blocks are sized by the
+      clips they carry to the decoders, not by the rows that only need writing."""
+    from emodist import keys
+
+    seen = keys.KeyMap()
+    lines: dict[int, tuple[int | None, str]] = {}  # first line and uri per id hash (manifests)
+    work: list[dict] = []
+    failed: list[dict] = []
+    counts = {"skipped": 0, "duplicates": 0}
+    emitted = False
+
+    def carrier_block(take: list[dict]) -> pa.Table:
+        nonlocal failed, emitted
+        out = list(take)
+        if failed or counts["skipped"] or counts["duplicates"]:
+            out.append(carry.carrier(failed, counts["skipped"], counts["duplicates"], template=rows.ok("", "")))
+            failed, counts["skipped"], counts["duplicates"] = [], 0, 0
+        emitted = True
+        return rows.table(out)
+
+    def process(chunk: list[dict]) -> None:
+        good = [r for r in chunk if not r[col.ERROR_STAGE]]
+        failed.extend(r for r in chunk if r[col.ERROR_STAGE])
+        if not good:
+            return
+        id_h = keys.hashes(r[col.CLIP_ID] for r in good)
+        uri_h = keys.hashes(scrub(r[col.URI]) for r in good)
+        # Repeats first (a repeated line of a finished clip is a duplicate, not a second
+        # skip), then what is already done.
+        verdict = seen.add(id_h, uri_h)
+        fresh = verdict == keys.NEW
+        if done is not None and len(done):
+            finished = fresh & keys.contains(done, keys.combine(id_h, uri_h))
+            counts["skipped"] += int(finished.sum())
+            fresh &= ~finished
+        for k, r in enumerate(good):
+            line = r.get("_line")
+            if verdict[k] == keys.NEW and not fresh[k]:
+                continue  # done
+            if verdict[k] == keys.REPEAT:
+                counts["duplicates"] += 1
+                continue
+            if verdict[k] == keys.CONFLICT:
+                first_line, first_uri = lines.get(int(id_h[k]), (None, "?"))
+                where = f"line {line}: " if line else ""
+                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
+                    f"{where}clip_id {r[col.CLIP_ID]!r} already names another clip"
+                    f"{f' (line {first_line}: {first_uri})' if first_line else f' ({first_uri})'}; "
+                    "give each clip its own clip_id, or leave the column out (ids then come from the paths)")))
+                continue
+            if line is not None or len(lines) < 1_000_000:
+                lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
+            if check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
+                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
+                    f"{f'line {line}: ' if line else ''}not found: the manifest names this file but it does not "
+                    "exist; check the path (relative paths resolve against the manifest's folder, or input.root), "
+                    "or restore the clip")))
+                continue
+            work.append(r)
+
+    chunk: list[dict] = []
+    nbytes = 0
+    for r in rows_iter:
+        chunk.append(r)
+        nbytes += len(r.get(rows.DATA) or b"")
+        if len(chunk) >= _CHUNK or nbytes >= rows.BLOCK_BYTES:
+            process(chunk)
+            chunk, nbytes = [], 0
+        while len(work) >= block_rows:
+            yield carrier_block(work[:block_rows])
+            del work[:block_rows]
+        if (len(failed) >= rows.CARRY_ROWS or counts["skipped"] >= _SKIPPED_REPORT) and not work:
+            yield carrier_block([])
+        if sum(len(w.get(rows.DATA) or b"") for w in work) >= rows.BLOCK_BYTES:
+            yield carrier_block(work)
+            work = []
+    process(chunk)
+    while work:
+        yield carrier_block(work[:block_rows])
+        del work[:block_rows]
+    if failed or counts["skipped"] or counts["duplicates"] or not emitted:
+        yield carrier_block([])
+
+
+def _exists_locally(uri: str) -> bool:
+    """A local file, or the tar shard of a 'shard.tar#member' uri, exists."""
+    path = uri.removeprefix("file://")
+    return os.path.exists(path) or ("#" in path and os.path.isfile(path.rsplit("#", 1)[0]))
+
+
+def _datasource(tasks: list[tuple[Callable[[], Iterator[pa.Table]], str]]):
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
 
@@ -100,7 +278,7 @@ def _datasource(tasks: list[tuple[RowGenerator, str]], block_rows: int):
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None, **_):
             return [
-                ReadTask(partial(_run_rows, fn, block_rows),
+                ReadTask(fn,
                          BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[name]),
                          schema=rows.SOURCE)
                 for fn, name in tasks

@@ -10,7 +10,6 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
@@ -80,7 +79,7 @@ def listing_rows(uri: str, cfg, pattern: str | None, mode: str) -> Iterator[dict
                 and not (mode == "auto" and state["videos"])
                 and (regex is None or regex.match(d) or regex.match(d + "/"))):
             emitted.add(d)
-            yield rows.ok(rows.folder_id(d, root) if regex is None else PurePosixPath(d).name, prefix + d)
+            yield rows.ok(rows.folder_id(d, root), prefix + d)
 
     for p in iter_files(fs, root):
         d, name = posixpath.split(p)
@@ -91,7 +90,7 @@ def listing_rows(uri: str, cfg, pattern: str | None, mode: str) -> Iterator[dict
             state["videos"] += 1
             if want_videos and (regex is None or regex.match(p)):
                 u = prefix + p
-                yield rows.ok(rows.clip_id_for(u, None if regex else root_uri), u)
+                yield rows.ok(rows.clip_id_for(u, root_uri), u)
         elif has_suffix(name, IMAGE_SUFFIXES):
             state["images"] += 1
     yield from close_dir()

@@ -1,12 +1,13 @@
 """Decode stage: each clip's planned frames at the model's size (emodist.decoders), on
 the CPU, or on the GPU with per-clip CPU fallback (`decode.device`). A clip that cannot
-be decoded fails alone, with a message that says what is wrong and what to check; the
-clip bytes that came out of tar shards (the `data` column) go no further than here."""
+be decoded fails alone, with a message that says what is wrong and what to check, and
+travels on packed with the batch's other failures in one carrier row (carry.py); the clip
+bytes that came out of tar shards (the `data` column) go no further than here."""
 from __future__ import annotations
 
 import numpy as np
 
-from emodist import decoders, storage
+from emodist import carry, decoders, storage
 from emodist import schema as col
 from emodist.config import Config
 from emodist.errors import ClipError
@@ -78,4 +79,5 @@ class DecodeStage(Stage):
         batch[col.DURATION_S] = np.asarray(out[col.DURATION_S], dtype=np.float64)
         batch[col.NATIVE_FPS] = np.asarray(out[col.NATIVE_FPS], dtype=np.float64)
         batch[col.DECODE_DEVICE] = np.array(devices, dtype=object)
-        return batch
+        # Clips that failed here skip the later stages: one carrier row takes them on.
+        return carry.pack_failed(batch, self.name)

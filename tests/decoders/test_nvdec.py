@@ -12,6 +12,7 @@ from emodist.decoders.frames import fit_frame
 from emodist.decoders.nvdec import GpuDecoder, GpuUnsupported, fit_batch, nvdec_refusal
 from emodist.decoders.pyav import decode_clip, decode_video
 from emodist.stages.decode import DecodeStage
+from tests.conftest import stage_rows
 
 
 @pytest.mark.parametrize("codec, pix_fmt, gpu, refused", [
@@ -49,7 +50,7 @@ def test_a_clip_the_gpu_cannot_decode_falls_back_to_cpu_and_the_row_says_so(clip
     out = stage({col.CLIP_ID: np.array(["a", "b", "c"], dtype=object), col.URI: np.array(uris, dtype=object)})
     assert list(out[col.DECODE_DEVICE][:2]) == ["cuda", "cpu-fallback"]
     assert out[col.ERROR_STAGE][1] == "" and len(out[col.FRAMES][1]) > 0  # never a failure
-    assert out[col.ERROR_STAGE][2] == "decode"  # a bad file is still a failure
+    assert stage_rows(out)["c"][col.ERROR_STAGE] == "decode"  # a bad file is still a failure
     np.testing.assert_array_equal(out[col.FRAMES][1], decode_clip(uris[1], cfg)[col.FRAMES])
 
 

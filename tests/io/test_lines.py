@@ -2,6 +2,7 @@
 import pytest
 
 from emodist.io import lines as fm
+from emodist.io.rows import relative_id
 from emodist.io.suffixes import natural_key
 from emodist.io.shards import member_escapes, split_key
 
@@ -36,8 +37,10 @@ def test_split_lines():
     assert fm.looks_like_split("/data/DFEW/jpg_256/02522 5") and fm.looks_like_split("a 16 3")
     assert not fm.looks_like_split("uri,label") and not fm.looks_like_split("a,b,c")
     # relative paths keep their folders (FERV39k repeats clip names across folders)
-    assert fm.split_clip_id("Action/Sad/0010") == "Action/Sad/0010"
-    assert fm.split_clip_id("/mnt/DFEW/clips/00001.mp4") == "00001"
+    # ids: the path under the manifest's folder (or input.root), else the whole path
+    assert relative_id("/data/ferv/Action/Sad/0010", "/data/ferv") == "Action/Sad/0010"
+    assert relative_id("/mnt/DFEW/clips/00001.mp4", "/data/lists") == "mnt/DFEW/clips/00001"
+    assert relative_id("s3://b/dfew/clips/00001.mp4", "s3://b/dfew") == "clips/00001"
 
 
 def test_natural_order_and_member_names():

@@ -33,7 +33,8 @@ def test_manifests_resolve_relative_uris_and_keep_labels(tmp_path, fmt):
         pq.write_table(pa.Table.from_pylist(rows), path)
     t = list_clips(str(path)).to_pylist()
     assert [(r["clip_id"], r["uri"], r["ref_label"]) for r in t] == [
-        ("x", str(tmp_path / "v" / "x.mp4"), "happy"), ("y", "/abs/y.mp4", "sad")]
+        # ids: the path under the manifest's folder; outside it, the whole path
+        ("v/x", str(tmp_path / "v" / "x.mp4"), "happy"), ("abs/y", "/abs/y.mp4", "sad")]
 
 
 def test_manifest_clip_id_column_wins(tmp_path):
@@ -60,7 +61,8 @@ def test_split_file_by_suffix_and_by_content(tmp_path):
     assert all(r[col.ERROR_STAGE] == "list" and str(tmp_path / "s.txt") in r[col.ERROR_MESSAGE] for r in bad)
     # MAE-DFER writes the same lines into a headerless .csv
     (tmp_path / "train.csv").write_text("/data/ferv/Action/Sad/0010 3\n")
-    assert [(r[col.CLIP_ID], r[col.REF_LABEL]) for r in rows(tmp_path / "train.csv", "labels=ferv39k")] == [("0010", "happy")]
+    assert [(r[col.CLIP_ID], r[col.REF_LABEL]) for r in rows(tmp_path / "train.csv", "labels=ferv39k")] == [
+        ("data/ferv/Action/Sad/0010", "happy")]  # absolute, outside the split file's folder: the whole path
 
 
 def test_input_root_resolves_relative_paths(tmp_path):

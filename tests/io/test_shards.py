@@ -87,7 +87,7 @@ def test_local_shards_through_open_source_and_decode(tmp_path, clips_dir):
     assert src.format == "webdataset" and src.files == [str(tmp_path / "shard-0.tar")]
     rs = list(src.rows())
     good = [r for r in rs if not r[col.ERROR_STAGE]]
-    assert [(r[col.CLIP_ID], r[col.REF_LABEL]) for r in good] == [("k1", "happy")]
+    assert [(r[col.CLIP_ID], r[col.REF_LABEL]) for r in good] == [("shard-0/k1", "happy")]  # shard name / key
     cfg = load_config(None, ["mode=sparse"])
     from_bytes = decode(good[0][col.URI], cfg, good[0]["data"])[0]
     from_uri = decode(good[0][col.URI], cfg)[0]  # shard#member, as a retry reads it

@@ -5,6 +5,7 @@ from emodist import schema as col
 from emodist.config import load_config
 from emodist.decoders.pyav import decode_clip
 from emodist.stages.decode import DecodeStage
+from tests.conftest import stage_rows
 
 
 def test_stage_marks_bad_clips_and_keeps_good_ones(clips_dir, bad_files):
@@ -12,11 +13,12 @@ def test_stage_marks_bad_clips_and_keeps_good_ones(clips_dir, bad_files):
     uris = [str(clips_dir / "clip_00000.mp4"), str(bad_files["text"]), str(clips_dir / "clip_00003.mp4")]
     batch = {col.CLIP_ID: np.array(["a", "b", "c"], dtype=object), col.URI: np.array(uris, dtype=object)}
     out = stage(batch)
-    assert list(out[col.ERROR_STAGE]) == ["", "decode", ""]
-    assert out[col.ERROR_TYPE][1] == "ClipError"
-    assert out[col.ERROR_MESSAGE][1].startswith(f"decode: {uris[1]}: not a readable video")
-    assert out[col.FRAMES][0].shape[0] > 0 and out[col.FRAMES][1].shape[0] == 0
-    assert list(out[col.CLIP_ID]) == ["a", "b", "c"]
+    rows = stage_rows(out)
+    assert sorted(rows) == ["a", "b", "c"] and [rows[c][col.ERROR_STAGE] for c in "abc"] == ["", "decode", ""]
+    assert rows["b"][col.ERROR_TYPE] == "ClipError"
+    assert rows["b"][col.ERROR_MESSAGE].startswith(f"decode: {uris[1]}: not a readable video")
+    assert rows["a"][col.FRAMES].shape[0] > 0 and rows["c"][col.FRAMES].shape[0] > 0
+    assert list(out[col.CLIP_ID]) == ["a", "", "c"]  # the failed clip's slot holds its carrier row
     assert (out["t_decode_s"] > 0).all()
 
 
@@ -30,8 +32,10 @@ def test_stage_decodes_bytes_and_drops_them(clips_dir):
              "data": np.array([data, None, b"junk", np.float32("nan")], dtype=object)}
     out = stage(batch)
     assert "data" not in out
-    assert list(out[col.ERROR_STAGE]) == ["", "decode", "decode", ""]
-    assert "not found: no such file or object" in out[col.ERROR_MESSAGE][1]
-    assert out[col.ERROR_TYPE][1] == "ClipError"
+    rows = stage_rows(out)
+    assert [rows[c][col.ERROR_STAGE] for c in "abcd"] == ["", "decode", "decode", ""]
+    assert len(out[col.CLIP_ID]) == 3  # two failures, one carrier row
+    assert "not found: no such file or object" in rows["b"][col.ERROR_MESSAGE]
+    assert rows["b"][col.ERROR_TYPE] == "ClipError"
     ref = decode_clip(str(clips_dir / "clip_00000.mp4"), load_config(None, ["mode=sparse"]))[col.FRAMES]
     np.testing.assert_array_equal(out[col.FRAMES][0], ref)

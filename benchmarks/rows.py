@@ -1,0 +1,163 @@
+"""The row path at scale: rows that need no model work, and a resume that skips them.
+
+    python -m benchmarks --sections rows            # 100k and 1M rows after, 100k before
+    python benchmarks/rows.py --rows 100000 --big 1000000 --before-rows 100000
+
+A manifest whose files are all missing runs to one failure row per line with no decoding
+and no model work, so its rate is the cost of the row path alone (listing, the stages'
+batches, the driver's commit). A rerun into the same output skips every clip (resume).
+Each case runs `pipeline.run` with the default config on a fresh local Ray, in a fresh
+interpreter (its own driver peak RSS, from getrusage), on today's code and on a git
+worktree of the commit before the row-path change (`BEFORE_COMMIT`), one after the other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "RESULT "
+# The parent of the exactly-once and row-path change.
+BEFORE_COMMIT = "5e82119"
+TARGET_ROWS_PER_S, TARGET_SKIPS_PER_S, TARGET_RSS_GROWTH = 4000, 20_000, 0.10
+
+
+def missing_manifest(path: Path, n: int) -> Path:
+    """A CSV manifest of `n` clips whose files do not exist (absolute paths, none on disk)."""
+    if not path.exists():
+        with open(path, "w") as f:
+            f.write("uri,label\n")
+            f.writelines(f"/nonexistent-emodist-bench/set{i % 97}/clip_{i:08d}.mp4,happy\n" for i in range(n))
+    return path
+
+
+def _side(manifest: str, out: str) -> dict:
+    """One run into `out` (a fresh output, or a rerun that resumes), in this interpreter."""
+    import resource
+
+    from emodist import pipeline
+    from emodist.config import load_config
+
+    cfg = load_config(None, ["run.num_cpus=2"])
+    t0 = time.perf_counter()
+    s = pipeline.run(cfg, manifest, out, progress=False)
+    wall = time.perf_counter() - t0
+    busy = getattr(s, "stage_seconds", {}) or {}
+    return {"wall_s": wall, "labeled": s.labeled, "failed": s.failed, "skipped": s.skipped_done,
+            "stage_busy_s": round(sum(busy.values()), 3), "stage_seconds": busy,
+            "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def side(tree: Path, manifest: Path, out: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree), RAY_DEDUP_LOGS="1")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rows.py"), "--side", str(manifest), str(out)],
+                         capture_output=True, text=True, env=env, cwd=str(tree))
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith(MARK)), None)
+    if line is None:
+        raise RuntimeError(f"rows side in {tree} failed (exit {res.returncode}): {res.stderr[-800:]}")
+    return json.loads(line[len(MARK):])
+
+
+def measure(tree: Path, manifest: Path, work: Path, label: str, fixed: dict) -> dict:
+    """A fresh run, then a rerun that skips every clip. `fixed`: a one-clip run and its
+    rerun on the same side (Ray's start, the actor pools, the model load): the marginal
+    rates are the rows beyond it over the seconds beyond it."""
+    out = work / f"out-{label}"
+    first = side(tree, manifest, out)
+    again = side(tree, manifest, out)
+    n = first["failed"] + first["labeled"]
+    return {"rows": n, "rows_per_s": n / first["wall_s"], "skips_per_s": again["skipped"] / again["wall_s"],
+            "marginal_rows_per_s": (n - 1) / max(first["wall_s"] - fixed["first"]["wall_s"], 1e-9),
+            "marginal_skips_per_s": (again["skipped"] - 1) / max(again["wall_s"] - fixed["resume"]["wall_s"], 1e-9),
+            "fixed_s": fixed["first"]["wall_s"], "fixed_resume_s": fixed["resume"]["wall_s"],
+            "wall_over_busy": first["wall_s"] / first["stage_busy_s"] if first["stage_busy_s"] else None,
+            "first": first, "resume": again}
+
+
+def _fixed(tree: Path, work: Path, label: str) -> dict:
+    out = work / f"out-{label}-one"
+    manifest = missing_manifest(work / "m1.csv", 1)
+    return {"first": side(tree, manifest, out), "resume": side(tree, manifest, out)}
+
+
+def cases(work: Path, rows: int, big: int, before_rows: int) -> dict:
+    from benchmarks.decode_ab import worktree
+
+    out = {}
+    before = worktree(BEFORE_COMMIT)
+    fixed = _fixed(ROOT, work, "after")
+    out[f"after {rows:,}"] = measure(ROOT, missing_manifest(work / f"m{rows}.csv", rows), work, f"after{rows}", fixed)
+    out[f"after {big:,}"] = measure(ROOT, missing_manifest(work / f"m{big}.csv", big), work, f"after{big}", fixed)
+    if before is not None and before_rows:
+        fixed = _fixed(before, work, "before")
+        out[f"before {before_rows:,}"] = measure(before, missing_manifest(work / f"m{before_rows}.csv", before_rows),
+                                                 work, f"before{before_rows}", fixed)
+    return out
+
+
+def run(res, quick: bool = False) -> None:
+    """The section's rows and ratios."""
+    from benchmarks.common import Ratio, Row, log
+
+    rows, big, before_rows = (20_000, 200_000, 20_000) if quick else (100_000, 1_000_000, 100_000)
+    log(f"rows: {rows:,} and {big:,} missing files after, {before_rows:,} before ({BEFORE_COMMIT})")
+    with tempfile.TemporaryDirectory(prefix="emodist-rows-") as tmp:
+        found = cases(Path(tmp), rows, big, before_rows)
+    for name, m in found.items():
+        res.rows.append(Row("rows", "missing files", f"{name}: failure rows (whole run)", m["rows"], m["rows_per_s"],
+                            note=f"marginal {m['marginal_rows_per_s']:,.0f} rows/s beyond a {m['fixed_s']:.1f} s "
+                                 f"one-clip run; wall/stage-busy {m['wall_over_busy'] or float('nan'):.1f}; "
+                                 f"driver peak {m['first']['driver_peak_rss_mib']:.0f} MiB", extra=m))
+        res.rows.append(Row("rows", "missing files", f"{name}: resume skips (whole run)", m["resume"]["skipped"],
+                            m["skips_per_s"], note=f"marginal {m['marginal_skips_per_s']:,.0f} skips/s; "
+                                                   f"driver peak {m['resume']['driver_peak_rss_mib']:.0f} MiB"))
+    small, large = found[f"after {rows:,}"], found[f"after {big:,}"]
+    for m, n in ((small, rows), (large, big)):
+        res.ratios.append(Ratio(f"row path rows/s beyond start-up ({n:,} missing files)", m["marginal_rows_per_s"],
+                                f">= {TARGET_ROWS_PER_S}", m["marginal_rows_per_s"] >= TARGET_ROWS_PER_S,
+                                f"whole run {m['rows_per_s']:,.0f} rows/s incl. {m['fixed_s']:.1f} s start-up"))
+        res.ratios.append(Ratio(f"resume skipped clips/s beyond start-up ({n:,})", m["marginal_skips_per_s"],
+                                f">= {TARGET_SKIPS_PER_S}", m["marginal_skips_per_s"] >= TARGET_SKIPS_PER_S,
+                                f"whole run {m['skips_per_s']:,.0f}/s"))
+    growth = large["first"]["driver_peak_rss_mib"] / small["first"]["driver_peak_rss_mib"] - 1
+    res.ratios.append(Ratio(f"driver peak RSS growth {rows:,} -> {big:,} rows", growth,
+                            f"<= {TARGET_RSS_GROWTH}", growth <= TARGET_RSS_GROWTH))
+    before = found.get(f"before {before_rows:,}")
+    if before:
+        res.ratios.append(Ratio(f"row path rows/s after / before ({BEFORE_COMMIT}), whole runs",
+                                small["rows_per_s"] / before["rows_per_s"], "", None,
+                                f"{before_rows:,} rows before, {rows:,} after"))
+        res.ratios.append(Ratio(f"resume skips/s after / before ({BEFORE_COMMIT}), whole runs",
+                                small["skips_per_s"] / before["skips_per_s"], "", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", nargs=2, metavar=("MANIFEST", "OUT"), help="(internal) one run in this interpreter")
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--big", type=int, default=1_000_000)
+    ap.add_argument("--before-rows", type=int, default=100_000, help="0: skip the before side")
+    args = ap.parse_args(argv)
+    if args.side:
+        print(MARK + json.dumps(_side(*args.side)))
+        return 0
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="emodist-rows-") as tmp:
+        found = cases(Path(tmp), args.rows, args.big, args.before_rows)
+    for name, m in found.items():
+        print(f"{name:>18s}: {m['rows_per_s']:9,.0f} rows/s ({m['marginal_rows_per_s']:,.0f} beyond start-up)  "
+              f"{m['skips_per_s']:9,.0f} skips/s ({m['marginal_skips_per_s']:,.0f})  "
+              f"driver peak {m['first']['driver_peak_rss_mib']:5.0f} MiB (resume {m['resume']['driver_peak_rss_mib']:.0f})  "
+              f"wall {m['first']['wall_s']:.1f} s, stages busy {m['first']['stage_busy_s']:.1f} s")
+    print(json.dumps(found, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

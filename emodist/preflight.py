@@ -1,0 +1,87 @@
+"""The model settings, checked in the driver before Ray starts, in seconds: a wrong model
+id or folder, a backend that is not installed, missing weights of the specialists. One
+line each, naming the key and the fix (the config itself checks devices, priors and
+prompt placeholders when it loads). `run.check_models=false` skips this for clusters whose
+driver cannot see what the workers will load.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from emodist.config import Config, ConfigError, ModelConfig
+
+BUILTIN = {"builtin:tiny-vlm": None, "builtin:tiny-qwen2.5-vl": "qwen_tiktoken"}  # name -> asset it needs
+HUB_TIMEOUT_S = 10
+
+
+def check(cfg: Config) -> None:
+    if not cfg.run.check_models:
+        return
+    roles = (["describer"] if cfg.uses_descriptions else []) + ["labeler"]
+    for role in roles:
+        m: ModelConfig = getattr(cfg, role)
+        if m.backend in ("transformers", "vllm"):
+            _check_vlm(m, role)
+        elif m.backend == "specialist":
+            _check_assets(role)
+        if m.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"{role}.backend=vllm but vllm is not installed; pip install 'emodist[vllm]' on GPU "
+                              f"machines, or set {role}.backend=transformers")
+
+
+def _check_assets(role: str) -> None:
+    from emodist import assets
+
+    for name in ("face_expression_model", "face_expression_manifest", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        try:
+            assets.path(name)
+        except assets.AssetMissing as exc:
+            raise ConfigError(f"{role}.backend=specialist needs its weights: {exc}") from None
+
+
+def _check_vlm(m: ModelConfig, role: str) -> None:
+    model = m.model
+    key = f"{role}.model"
+    if model.startswith("builtin:"):
+        if model not in BUILTIN:
+            raise ConfigError(f"{key}={model!r} is not a built-in model; built-ins: {', '.join(BUILTIN)}")
+        if BUILTIN[model]:
+            from emodist import assets
+
+            try:
+                assets.path(BUILTIN[model])
+            except assets.AssetMissing as exc:
+                raise ConfigError(f"{key}={model} needs {exc}") from None
+        return
+    if "://" in model or model.startswith(("/", ".", "~")) or os.path.exists(model):
+        path = os.path.expanduser(model)
+        if "://" not in model and not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"{key}={model!r}: no model folder there (no config.json); point it at a folder "
+                              "saved with save_pretrained, or at a hub id such as Qwen/Qwen2.5-VL-7B-Instruct")
+        return
+    _check_hub(model, key)
+
+
+def _check_hub(model: str, key: str) -> None:
+    """A hub id: in the local cache, or known to the hub."""
+    try:
+        from huggingface_hub import model_info, try_to_load_from_cache
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:  # no hub client: transformers will say
+        return
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE"):
+        raise ConfigError(f"{key}={model!r} is not in the local model cache and HF_HUB_OFFLINE is set; download it "
+                          "first (huggingface-cli download), or point the key at a local folder")
+    try:
+        model_info(model, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise ConfigError(f"{key}={model!r}: no such model on the Hugging Face hub (or it is private: "
+                          "set HF_TOKEN); check the id, or point the key at a local folder") from None
+    except Exception as exc:  # noqa: BLE001 - network and other hub errors
+        raise ConfigError(
+            f"{key}={model!r} is not in the local model cache and the Hugging Face hub cannot be reached "
+            f"({type(exc).__name__}); download the model first, point the key at a local folder, or set "
+            "run.check_models=false if the workers can load it though this driver cannot") from None

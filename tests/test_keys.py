@@ -1,0 +1,38 @@
+"""Clip keys and the sets that hold them in sorted arrays, not Python objects."""
+import numpy as np
+
+from emodist import keys
+
+
+def test_the_map_tells_new_repeated_and_conflicting_keys_apart():
+    m = keys.KeyMap()
+    ids, uris = keys.hashes(["a", "b", "a", "c"]), keys.hashes(["/x/a", "/x/b", "/x/a", "/x/c"])
+    assert m.add(ids, uris).tolist() == [keys.NEW, keys.NEW, keys.REPEAT, keys.NEW]
+    ids2, uris2 = keys.hashes(["b", "d", "a", "d"]), keys.hashes(["/x/b", "/x/d", "/y/a", "/z/d"])
+    assert m.add(ids2, uris2).tolist() == [keys.REPEAT, keys.NEW, keys.CONFLICT, keys.CONFLICT]
+    assert len(m) == 4
+
+
+def test_many_adds_merge_into_few_levels_and_stay_exact():
+    rng = np.random.default_rng(0)
+    m = keys.KeyMap()
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        ids = rng.integers(0, 5000, 64).astype(np.uint64)
+        uris = (ids % 7).astype(np.uint64) + rng.integers(0, 2, 64).astype(np.uint64) * 100
+        got = m.add(ids, uris)
+        want = []
+        for i, u in zip(ids.tolist(), uris.tolist()):
+            want.append(keys.NEW if i not in seen else keys.REPEAT if seen[i] == u else keys.CONFLICT)
+            seen.setdefault(i, u)
+        assert got.tolist() == want
+    assert len(m) == len(seen) and len(m.levels) <= 12
+    assert m.nbytes == 16 * len(seen)  # 16 bytes a clip, whatever the count
+
+
+def test_contains_looks_keys_up_in_a_sorted_array():
+    done = keys.sorted_unique([keys.clip_keys(["a", "b"], ["/1", "/2"]), keys.clip_keys(["a"], ["/1"])])
+    assert len(done) == 2
+    probe = keys.clip_keys(["a", "a", "b", "c"], ["/1", "/9", "/2", "/3"])
+    assert keys.contains(done, probe).tolist() == [True, False, True, False]
+    assert keys.contains(np.zeros(0, np.uint64), probe).tolist() == [False] * 4
