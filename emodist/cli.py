@@ -13,6 +13,42 @@ app = typer.Typer(
 )
 
 
+def _version(show: bool) -> None:
+    if show:
+        import importlib.metadata as md
+
+        typer.echo(f"emodist {md.version('emodist')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print emodist's version and exit.")] = False,
+) -> None:
+    """Label the emotion in video collections with VLMs, on Ray."""
+
+
+@app.command("config")
+def config_(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file: show its values.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set decode.width=336.")] = None,
+) -> None:
+    """Every config key with its default (or the value --config/--set give it) and what it does."""
+    from emodist.config import ConfigError, config_keys, load_config
+
+    try:
+        cfg = load_config(config, set_ or []).model_dump()
+    except ConfigError as exc:
+        _fail(str(exc))
+    for key, default, description in config_keys():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        shown = repr(value) if repr(value) == default else f"{value!r} (default {default})"
+        typer.echo(f"{key} = {shown}\n    {description}")
+
+
 # Exit statuses of `emodist run` (and ray_jobs/relabel.py).
 EXIT_OK, EXIT_STOPPED, EXIT_NOT_STARTED, EXIT_ALL_FAILED = 0, 1, 2, 3
 

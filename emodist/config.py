@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: `plan.keyframe_interval_s=.inf` and the like are refused, not run.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class PlanConfig(_Strict):
@@ -300,6 +301,19 @@ def apply_override(data: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: '{p}' is not a section")
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_keys(model: type[BaseModel] = None, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) of every setting, in declaration order."""
+    model = model or Config
+    out = []
+    for name, info in model.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += config_keys(sub, f"{prefix}{name}.")
+        else:
+            out.append((prefix + name, repr(info.default), info.description or ""))
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

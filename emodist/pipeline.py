@@ -80,6 +80,8 @@ def init_ray(cfg: Config) -> None:
     # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data says "Progress bars disabled ..." once per run at WARNING: that is our choice, not news.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, **kwargs):
