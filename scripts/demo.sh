@@ -9,5 +9,7 @@ CLIPS=${CLIPS:-8}
 .venv/bin/emodist assets fetch >/dev/null
 .venv/bin/emodist synth demo/clips --clips "$CLIPS" --seed 0
 pexels=$(.venv/bin/python -c "from emodist import assets; print(assets.path('pexels_video'))")
-{ sed 's#^clip_#clips/clip_#' demo/clips/manifest.csv; echo "$pexels,"; } > demo/manifest.csv
+# Linked beside the manifest: its id is then its name, not the cache's whole path.
+ln -sf "$pexels" demo/pexels_face.mp4
+{ sed 's#^clip_#clips/clip_#' demo/clips/manifest.csv; echo "pexels_face.mp4,"; } > demo/manifest.csv
 .venv/bin/emodist run --input demo/manifest.csv --output demo/out --config configs/demo.yaml "$@"
