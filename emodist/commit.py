@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from emodist import carry, keys, storage
 from emodist import schema as col
+from emodist.io import rows
 from emodist.models.prompts import PROMPT_VERSION
 from emodist.writer import PartWriter
 
@@ -116,10 +117,9 @@ class Committer:
         if len(bad):
             conflicts.append(pa.Table.from_pylist([{
                 col.CLIP_ID: ids[i], col.URI: uris[i], col.REF_LABEL: table.column(col.REF_LABEL)[int(i)].as_py(),
-                col.ERROR_STAGE: "list", col.ERROR_TYPE: "SourceError",
+                col.ERROR_STAGE: rows.LIST_STAGE, col.ERROR_TYPE: "SourceError",
                 col.ERROR_MESSAGE: (f"list: {uris[i]}: clip_id {ids[i]!r} already names another clip of this input; "
-                                    "give each clip its own clip_id (or leave the column out: ids then come from "
-                                    "the paths)"),
+                                    f"{rows.ONE_ID_EACH}"),
                 col.ATTEMPTS: 1, col.CONFIG_HASH: self.digest} for i in bad], schema=col.FAILURES))
         keep = np.flatnonzero(verdict == keys.NEW)
         if len(keep) == table.num_rows:

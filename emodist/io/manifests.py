@@ -3,8 +3,8 @@ used by `run` (in Ray read tasks), and by `eval`, `diagnose` and `finetune` (in 
 `detect.read_manifest`), with the same rules everywhere:
 
 - relative uris resolve against `input.root`, else the manifest's own folder;
-- a manifest's `clip_id` column wins; otherwise the id comes from the uri
-  (`rows.clip_id_for`); split files keep their relative paths as ids;
+- a manifest's `clip_id` column wins; otherwise the id is the uri's path under that
+  folder without its extension (`rows.relative_id`), for split files too;
 - csv, jsonl and split files are read with a streaming line reader, so a line that does
   not parse becomes one failure row with its line number (not an aborted run);
 - parquet is read batch by batch, the needed columns only.

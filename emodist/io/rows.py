@@ -38,6 +38,10 @@ BLOCK_BYTES = 64 << 20
 CARRY_ROWS = 4096
 
 
+# The fix a message names when one clip_id is given to two different clips.
+ONE_ID_EACH = "give each clip its own clip_id, or leave the column out (ids then come from the paths)"
+
+
 def ok(clip_id: str, uri: str, label: str = "", data: bytes | None = None, line: int | None = None) -> dict:
     """A clip's row; `line`: where a manifest states it (for messages; not a column)."""
     return {col.CLIP_ID: clip_id, col.URI: uri, col.REF_LABEL: label or "",
@@ -59,10 +63,8 @@ def table(rows: list[dict]) -> pa.Table:
 def clip_id_for(uri: str, root: str | None = None) -> str:
     """'/data/dfew/happy/0001.mp4' -> 'happy/0001' under root '/data/dfew', else '0001'."""
     path = uri.split("://", 1)[-1]
-    if root is not None:
-        root_path = root.split("://", 1)[-1].rstrip("/")
-        if path.startswith(root_path + "/"):
-            return str(PurePosixPath(path[len(root_path) + 1 :]).with_suffix(""))
+    if root is not None and path.startswith(root.split("://", 1)[-1].rstrip("/") + "/"):
+        return relative_id(uri, root)
     return PurePosixPath(path).stem
 
 

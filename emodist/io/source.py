@@ -92,7 +92,7 @@ class ClipSource:
         found = ray.get(task.remote(with_ids))
         if found:
             raise SourceError(f"{self.uri}: clip ids must name one clip each: " + "; ".join(found)
-                              + "; give each clip its own clip_id, or leave the column out (ids then come from the paths)")
+                              + f"; {rows.ONE_ID_EACH}")
 
     def dataset(self, done_ref=None):
         """The Ray dataset of SOURCE rows; listing, parsing and shard reading run in Ray
@@ -224,9 +224,9 @@ def read_blocks(rows_iter: Iterator[dict], block_rows: int, done=None, check_loc
                 failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
                     f"{where}clip_id {r[col.CLIP_ID]!r} already names another clip"
                     f"{f' (line {first_line}: {first_uri})' if first_line else f' ({first_uri})'}; "
-                    "give each clip its own clip_id, or leave the column out (ids then come from the paths)")))
+                    f"{rows.ONE_ID_EACH}")))
                 continue
-            if line is not None or len(lines) < 1_000_000:
+            if len(lines) < 1_000_000:  # where an id was first seen, for the message; bounded
                 lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
             if check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
                 failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
