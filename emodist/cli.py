@@ -198,6 +198,43 @@ def sample(
 
 
 @app.command()
+def finetune(
+    train: Annotated[str, typer.Option("--train", "-t", help="Manifest of labeled training clips (csv/parquet/jsonl with 'uri' and 'label', or a split file); local or s3://.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for the adapter, checkpoints and metrics.jsonl; local or s3://.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file: the labeler to train, the plan, and the finetune section.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set finetune.strategy=balanced.")] = None,
+    descriptions_from: Annotated[Optional[str], typer.Option("--descriptions-from", help="An earlier run's output: take each clip's motion descriptions from its prediction rows instead of describing again.")] = None,
+) -> None:
+    """Fine-tune the labeler's VLM on labeled clips (LoRA or full), with class-aware sampling.
+
+    The examples are the labeler's own prompts, built by the run's stages; each epoch is
+    drawn by finetune.strategy; checkpoints each epoch under OUTPUT/train, metrics per
+    epoch in OUTPUT/metrics.jsonl, the adapter in OUTPUT/adapter (use it with --set
+    labeler.adapter=OUTPUT/adapter). The same command again resumes from the last
+    checkpoint. Exit status: 0 trained; 2 could not start (config, manifest, labels)."""
+    from emodist.config import ConfigError, load_config
+    from emodist.storage import SourceError
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+    from emodist.finetune.job import finetune as run_finetune
+
+    try:
+        s = run_finetune(cfg, train, output, descriptions_from=descriptions_from)
+    except (SourceError, ConfigError) as exc:
+        _fail(str(exc), EXIT_NOT_STARTED)
+    resumed = f"; resumed after epoch {s.resumed_from_epoch}" if s.resumed_from_epoch is not None else ""
+    typer.echo(f"trained {s.epochs} epochs ({s.steps} steps) on {s.examples} clips in {s.seconds:.1f} s{resumed}; "
+               f"final loss {s.final_loss:.4f}" if s.final_loss is not None else "no epoch trained")
+    if s.left_out:
+        typer.echo(f"{s.left_out} clips could not be made examples (see the log above)")
+    typer.echo(f"weights: {s.weights}  (emodist run --set labeler.adapter={s.weights})"
+               if cfg.finetune.method == "lora" else f"model: {s.weights}  (emodist run --set labeler.model={s.weights})")
+
+
+@app.command()
 def diagnose(
     input: Annotated[str, typer.Option("--input", "-i", help="Manifest with true labels (uri, label).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for each variant's run, diagnose.md/json and plots.")],

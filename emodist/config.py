@@ -109,7 +109,8 @@ class ModelConfig(StageResources):
     max_num_seqs: int = Field(256, ge=1, description="vLLM: sequences the engine batches per step; emodist keeps about 1.1x this many requests pending so the engine never waits.")
     prompts_per_forward: int = Field(16, ge=1, le=1024, description="transformers: prompts per forward pass (bounds activation memory); the processor prepares the next chunk while the model runs this one.")
     batches_in_flight: int = Field(2, ge=1, le=64, description="Batches one actor works on at once: the next batch's requests reach the engine while this one's last clips finish. For vLLM, batch_size x batches_in_flight should reach max_num_seqs.")
-    adapter: str | None = Field(None, description="A LoRA adapter folder (local or s3://, from `emodist finetune`) loaded on top of the model; rows record it in the model column and the config hash changes with it.")
+    adapter: str | None = Field(None, description="A LoRA adapter folder (local or s3://, from `emodist finetune`: OUT/adapter) loaded on top of the model; rows record it in the model column and the config hash changes with its weights.")
+    adapter_fingerprint: str | None = Field(None, description="Set by emodist at start from the adapter's emodist_adapter.json (a hash of its weights), so that the config hash follows the weights, not only the path; leave unset.")
 
     @field_validator("device")
     @classmethod
@@ -207,6 +208,31 @@ class RunConfig(_Strict):
     lease_timeout_s: float = Field(600, gt=0, description="A run holds its output with a lease it refreshes every 30 s; a lease whose holder has not refreshed it for this long (or whose process is gone from this host) is taken over by the next run.")
 
 
+Strategy = Literal["instance", "sqrt", "balanced", "progressive", "decoupled"]
+
+
+class FinetuneConfig(_Strict):
+    """`emodist finetune`: the labeler's VLM trained on labeled clips (Ray Train), with
+    class-aware sampling against the long tail (Kang et al. 2020)."""
+
+    strategy: Strategy = Field("sqrt", description="Class sampling per epoch: class j drawn with probability proportional to n_j^q; instance q=1 (the data as it is), sqrt q=1/2, balanced q=0; progressive moves from instance to balanced epoch by epoch; decoupled: instance epochs, then balanced epochs (decoupled_instance_epochs).")
+    epochs: int = Field(4, ge=1, le=1000, description="Passes over an epoch's sample (epoch_size clips drawn by the strategy).")
+    decoupled_instance_epochs: int | None = Field(None, ge=0, description="decoupled: how many instance-sampled epochs come before the balanced ones; None = half the epochs, rounded up.")
+    epoch_size: int | None = Field(None, ge=1, description="Clips drawn per epoch; None = as many as the training set has.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step per worker.")
+    lr: float = Field(2e-4, gt=0, description="Learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    method: Literal["lora", "full"] = Field("lora", description="lora: train a LoRA adapter (peft) on the targets below, written to OUT/adapter; full: train every weight (tiny models), written to OUT/model.")
+    lora_targets: list[Literal["language", "projector", "vision"]] = Field(["language"], description="Where LoRA goes: the language model's attention and MLP projections; also the vision-language projector, the vision tower.")
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    permute_options: bool = Field(True, description="Show the options in a new random order for every example (augmentation against position bias); the loss is on the true label's letter in the order shown.")
+    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel; one model copy each).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per training worker.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: train on CPU).")
+
+
 class Config(_Strict):
     mode: Mode = Field("msce", description="sparse: keyframes only; msce: keyframes + motion descriptions (the paper); dense: every frame up to a budget; text: descriptions only.")
     labels: str | list[str] = Field("dfew", description="'dfew', 'ferv39k', 'mafw' or a list of labels.")
@@ -218,6 +244,7 @@ class Config(_Strict):
     input: InputConfig = InputConfig()
     storage: StorageConfig = StorageConfig()
     run: RunConfig = RunConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     @field_validator("labels")
     @classmethod
@@ -264,6 +291,10 @@ class Config(_Strict):
         # Of the run section only the seed (label-order permutations) changes labels.
         d["run"] = {"seed": d["run"]["seed"]}
         d.pop("storage")
+        d.pop("finetune")  # how an adapter was trained; the adapter's fingerprint is hashed
+        for section in ("describer", "labeler"):
+            if d[section]["adapter_fingerprint"] is None:  # hashes of runs without adapters stay as they were
+                d[section].pop("adapter_fingerprint")
         # Of the input section only the frame rate of frame folders changes labels;
         # formats, roots and limits decide what is read, not how it is labeled.
         d["input"] = {"frame_folder_fps": d["input"]["frame_folder_fps"]}

@@ -23,6 +23,7 @@ from emodist import schema as col
 from emodist.commit import Committer
 from emodist.config import Config, ModelConfig, StageResources
 from emodist.io.detect import open_source
+from emodist.models import adapters
 from emodist.lease import Lease
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
@@ -112,11 +113,23 @@ def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, 
         )
 
 
-def build_dataset(cfg: Config, clips):
-    """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
+def frames_dataset(cfg: Config, clips):
+    """Decode (and crop faces): the frames the model stages read, by the temporal plan."""
     ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
     if cfg.face.enabled:
         ds = _stage(ds, FaceStage, cfg.face, cfg=cfg)
+    return ds
+
+
+def described_dataset(cfg: Config, clips):
+    """Keyframes and the descriptions of the gaps between them, one row per clip: what
+    the labeler reads (fine-tuning's examples, built by the stages `run` uses)."""
+    return _stage(frames_dataset(cfg, clips), DescribeStage, cfg.describer, cfg.run.max_actor_restarts, cfg=cfg)
+
+
+def build_dataset(cfg: Config, clips):
+    """The lazy Ray dataset of labeled (or failed) rows, one per clip."""
+    ds = frames_dataset(cfg, clips)
     wants_all = cfg.labeler.backend == "specialist"
     restarts = cfg.run.max_actor_restarts
     if cfg.shares_model:
@@ -138,6 +151,7 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     input_uri, output_uri = storage.absolute(input_uri), storage.absolute(output_uri)
     if cfg.input.root and storage.is_local(cfg.input.root):  # relative to this directory, not a worker's
         cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"root": storage.absolute(cfg.input.root)})})
+    cfg = adapters.pin(cfg)  # adapters checked against their records; their weights' hash joins the config hash
     digest, run_id = cfg.digest(), uuid.uuid4().hex[:8]
     summary = RunSummary(output=storage.scrub(output_uri), config_hash=digest, retry=retry_failures, run_id=run_id)
     # Before Ray starts: models, input and output, in seconds.

@@ -223,3 +223,55 @@ def sample_manifest(input_uri: str, output_uri: str, strategy: str, *, size: int
         input_uri, output_uri, strategy, q_used, progress, seed, rows_in, int(after.sum()),
         rows_in - labeled, before, {c: int(a) for c, a in zip(classes, after)}, probs, oversampled,
         notes, time.perf_counter() - start)
+
+
+# --- per-epoch sampling for fine-tuning ------------------------------------------------
+
+def epoch_strategy(strategy: str, epoch: int, epochs: int,
+                   instance_epochs: int | None = None) -> tuple[str, float | None]:
+    """(strategy, progress) that `class_probabilities` takes for one epoch of a schedule.
+    decoupled (Kang et al. 2020): instance sampling for the first `instance_epochs`
+    (default: half, rounded up), class-balanced after; progressive: instance at the first
+    epoch to balanced at the last."""
+    if strategy == "decoupled":
+        first = (epochs + 1) // 2 if instance_epochs is None else instance_epochs
+        return ("instance" if epoch < first else "balanced"), None
+    if strategy == "progressive":
+        return "progressive", (epoch / (epochs - 1) if epochs > 1 else 1.0)
+    return strategy, None
+
+
+def epoch_copies(classes: np.ndarray, n_classes: int, strategy: str, *, epoch: int, epochs: int,
+                 seed: int = 0, size: int | None = None, instance_epochs: int | None = None,
+                 names: tuple[str, ...] | None = None) -> np.ndarray:
+    """How many times each example is drawn in one epoch: `classes[i]` is example i's
+    class index. Class j gets exactly round(size * p_j) draws (p_j from the epoch's
+    strategy over the classes present), spread evenly over its examples: every example
+    m_j // n_j times, m_j % n_j of them once more, chosen at random. The same
+    (seed, epoch) gives the same draws in every process (all training workers agree)."""
+    counts = np.bincount(classes, minlength=n_classes)
+    present = np.flatnonzero(counts)
+    name = (lambda j: names[j]) if names else str
+    kind, progress = epoch_strategy(strategy, epoch, epochs, instance_epochs)
+    if kind in ("balanced", "progressive") and len(present) < n_classes:  # n_j^0 = 1: every class is drawn
+        empty = [name(j) for j in np.flatnonzero(counts == 0)]
+        raise ValueError(
+            f"{kind} sampling draws every class, but {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} "
+            "no training examples; add labeled clips of it, leave it out of `labels`, or use "
+            "finetune.strategy=instance")
+    probs, _ = class_probabilities({int(j): int(counts[j]) for j in present}, kind, None, progress)
+    target = _allocate(len(classes) if size is None else size, probs)
+    rng = np.random.default_rng([seed, epoch])
+    copies = np.zeros(len(classes), dtype=np.int64)
+    for j in present:
+        rows = np.flatnonzero(classes == j)
+        m, n = target[int(j)], len(rows)
+        copies[rows] = m // n
+        copies[rows[rng.choice(n, m % n, replace=False)]] += 1
+    return copies
+
+
+def class_shares(classes: np.ndarray, copies: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's share of an epoch's draws."""
+    drawn = np.bincount(classes, weights=copies, minlength=n_classes)
+    return drawn / max(drawn.sum(), 1)

@@ -163,3 +163,57 @@ def test_million_rows_streams_fast(tmp_path):
     happy = pc.cast(pc.filter(out["clip_id"], pc.equal(out["label"], "happy")), pa.int64()).to_numpy()
     assert len(np.unique(happy)) == len(happy)
     assert abs(happy.mean() / n - 0.5) < 0.01
+
+
+# --- per-epoch sampling for fine-tuning ------------------------------------------------
+
+def _long_tail() -> np.ndarray:
+    return np.repeat(np.arange(4), [500, 120, 30, 6])
+
+
+@pytest.mark.parametrize("strategy,q", [("instance", 1.0), ("sqrt", 0.5), ("balanced", 0.0)])
+def test_epoch_shares_follow_n_to_the_q(strategy, q):
+    from emodist.sampling import class_shares, epoch_copies
+
+    classes = _long_tail()
+    n = np.bincount(classes).astype(float)
+    copies = epoch_copies(classes, 4, strategy, epoch=0, epochs=3, seed=1)
+    assert copies.sum() == len(classes)
+    np.testing.assert_allclose(class_shares(classes, copies, 4), n**q / (n**q).sum(), atol=1 / len(classes))
+    # every example of a class is drawn floor(m/n) or that plus one times: spread evenly
+    for j in range(4):
+        assert copies[classes == j].max() - copies[classes == j].min() <= 1
+
+
+def test_decoupled_is_instance_then_balanced_and_progressive_moves_between():
+    from emodist.sampling import class_shares, epoch_copies
+
+    classes = _long_tail()
+    shares = [class_shares(classes, epoch_copies(classes, 4, "decoupled", epoch=e, epochs=4), 4) for e in range(4)]
+    np.testing.assert_allclose(shares[0], np.bincount(classes) / len(classes), atol=0.01)
+    np.testing.assert_allclose(shares[1], shares[0])
+    np.testing.assert_allclose(shares[2], [0.25] * 4, atol=0.01)
+    np.testing.assert_allclose(shares[3], [0.25] * 4, atol=0.01)
+    prog = [class_shares(classes, epoch_copies(classes, 4, "progressive", epoch=e, epochs=3), 4)[3] for e in range(3)]
+    assert prog[0] < prog[1] < prog[2]  # the rarest class gains share epoch by epoch
+    np.testing.assert_allclose(prog[2], 0.25, atol=0.01)
+
+
+def test_epoch_draws_agree_across_processes_and_differ_across_epochs():
+    from emodist.sampling import epoch_copies
+
+    classes = _long_tail()
+    a = epoch_copies(classes, 4, "balanced", epoch=2, epochs=4, seed=3)
+    assert np.array_equal(a, epoch_copies(classes, 4, "balanced", epoch=2, epochs=4, seed=3))
+    assert not np.array_equal(a, epoch_copies(classes, 4, "balanced", epoch=3, epochs=4, seed=3))
+
+
+def test_balanced_sampling_of_a_class_without_examples_names_it():
+    from emodist.sampling import epoch_copies
+
+    classes = np.array([0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="balanced sampling draws every class, but fear has no training examples; "
+                                         "add labeled clips of it, leave it out of `labels`"):
+        epoch_copies(classes, 3, "balanced", epoch=0, epochs=1, names=("happy", "sad", "fear"))
+    # instance and sqrt draw by n_j: an empty class is drawn 0 times, no error
+    assert epoch_copies(classes, 3, "sqrt", epoch=0, epochs=1).sum() == 5

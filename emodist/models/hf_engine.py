@@ -122,6 +122,20 @@ def _read_json(path: str, name: str) -> dict | None:
         return None
 
 
+def chat_inputs(processor, prompts: Sequence[Prompt], device: str):
+    """The model's tensors for a batch of prompts, through its own chat template, padded
+    on the left (the tokenizer's side set by the caller): what inference scores and what
+    fine-tuning trains on are the same tokens."""
+    texts = [
+        processor.apply_chat_template([{"role": "user", "content": p.parts}], add_generation_prompt=True,
+                                      tokenize=False)
+        for p in prompts
+    ]
+    flat = [img for p in prompts for img in p.images]
+    kwargs = {"images": flat} if flat else {}
+    return processor(text=texts, return_tensors="pt", padding=True, **kwargs).to(device)
+
+
 @dataclass(slots=True)
 class _Job:
     kind: str  # "generate" | "logprobs"
@@ -233,15 +247,7 @@ class HFEngine:
     # --- model work ---------------------------------------------------------------
 
     def _inputs(self, prompts: Sequence[Prompt]):
-        texts = [
-            self.processor.apply_chat_template(
-                [{"role": "user", "content": p.parts}], add_generation_prompt=True, tokenize=False
-            )
-            for p in prompts
-        ]
-        flat = [img for p in prompts for img in p.images]
-        kwargs = {"images": flat} if flat else {}
-        return self.processor(text=texts, return_tensors="pt", padding=True, **kwargs).to(self.device)
+        return chat_inputs(self.processor, prompts, self.device)
 
     def _adapter(self, name: str | None):
         """The adapter a chunk asks for (peft), or the base model."""

@@ -53,7 +53,10 @@ class Models:
         return self.engines[key]
 
     def _build(self, m: ModelConfig, *, images: bool):
-        adapters = {role: getattr(self.cfg, role).adapter for role in ("describer", "labeler")
+        from emodist.models.adapters import local_path
+
+        # s3:// adapters are fetched to the machine's cache once: peft and vLLM open folders.
+        adapters = {role: local_path(getattr(self.cfg, role).adapter, self.cfg) for role in ("describer", "labeler")
                     if engine_key(getattr(self.cfg, role)) == engine_key(m) and getattr(self.cfg, role).adapter}
         if m.backend == "transformers":
             from emodist.models.hf_engine import HFEngine

@@ -1,0 +1,181 @@
+"""`emodist finetune`, the driver: check the training manifest and settings, build (or
+reuse) the examples, draw each epoch's sample, train on Ray Train, and write the
+adapter (or model) with its record.
+
+    OUT/examples/<hash>/   the examples (examples.py)
+    OUT/train/             Ray Train's run: a checkpoint per epoch (the last two kept)
+    OUT/metrics.jsonl      one line per epoch: loss, accuracy, the class shares drawn
+    OUT/adapter/           the trained LoRA adapter (peft layout + emodist_adapter.json);
+                           OUT/model/ instead for finetune.method=full
+    OUT/summary.json
+
+The same command again resumes from the last checkpoint (and the cached examples); a
+finished run is not trained again. One run at a time per OUT (the output lease).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from emodist import preflight, sampling, storage
+from emodist.config import Config, ConfigError
+from emodist.finetune import examples as ex
+from emodist.finetune import train
+from emodist.lease import Lease
+from emodist.models.prompts import PROMPT_VERSION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneSummary:
+    output: str
+    weights: str = ""  # OUT/adapter or OUT/model
+    examples: int = 0
+    left_out: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    epochs: int = 0
+    steps: int = 0
+    final_loss: float | None = None
+    resumed_from_epoch: int | None = None
+    seconds: float = 0.0
+
+
+def check(cfg: Config) -> None:
+    """What fine-tuning needs of the config, before Ray starts."""
+    lab = cfg.labeler
+    if lab.backend not in ("transformers", "vllm"):
+        raise ConfigError(f"finetune trains a VLM labeler; labeler.backend={lab.backend} has no weights to train: "
+                          "set labeler.backend=transformers and labeler.model to a VLM")
+    if lab.adapter:
+        raise ConfigError("labeler.adapter is set: finetune trains a new adapter on labeler.model; unset "
+                          "labeler.adapter (or use --set labeler.adapter=null)")
+    if cfg.finetune.method == "lora":
+        import importlib.util
+
+        if importlib.util.find_spec("peft") is None:
+            raise ConfigError("finetune.method=lora needs peft: pip install peft (or finetune.method=full)")
+    preflight.check(cfg)
+
+
+def epoch_samples(classes: np.ndarray, cfg: Config) -> list[np.ndarray]:
+    """Each epoch's draws per example, by the configured strategy (refused up front when a
+    class has nothing to draw)."""
+    ft = cfg.finetune
+    try:
+        return [sampling.epoch_copies(classes, len(cfg.label_names), ft.strategy, epoch=e, epochs=ft.epochs,
+                                      seed=cfg.run.seed, size=ft.epoch_size,
+                                      instance_epochs=ft.decoupled_instance_epochs, names=cfg.label_names)
+                for e in range(ft.epochs)]
+    except ValueError as exc:
+        raise ConfigError(f"finetune.strategy={ft.strategy}: {exc}") from None
+
+
+def _repeat(batch, copies: np.ndarray):
+    """An epoch's rows: each example as many times as the sampler drew it."""
+    import pyarrow as pa
+
+    idx = batch.column(ex.INDEX).to_numpy()
+    return batch.take(pa.array(np.repeat(np.arange(len(idx)), copies[idx])))
+
+
+def epoch_datasets(examples: ex.Examples, samples: list[np.ndarray], cfg: Config) -> dict:
+    import ray
+
+    fs, root = storage.filesystem(examples.uri, cfg)
+    base = ray.data.read_parquet(root, filesystem=storage.pyarrow_filesystem(fs))
+    return {train.dataset_name(e): base.map_batches(_repeat, fn_kwargs={"copies": copies}, batch_format="pyarrow")
+            .randomize_block_order(seed=cfg.run.seed + e)
+            for e, copies in enumerate(samples)}
+
+
+def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from: str | None = None) -> FinetuneSummary:
+    from emodist.pipeline import init_ray
+
+    t0 = time.perf_counter()
+    train_uri, output_uri = storage.absolute(train_uri), storage.absolute(output_uri)
+    summary = FinetuneSummary(output=storage.scrub(output_uri))
+    check(cfg)
+    storage.check_writable(output_uri, cfg)
+    with Lease(output_uri, cfg, uuid.uuid4().hex[:8]):
+        # The sampler's refusals first, by the manifest's labels: before any clip is decoded.
+        epoch_samples(np.asarray(list(ex.labeled_clips(cfg, train_uri).values()), np.int64), cfg)
+        init_ray(cfg)
+        examples = ex.prepare(cfg, train_uri, output_uri, descriptions_from)
+        samples = epoch_samples(examples.classes, cfg)
+        counts = np.bincount(examples.classes, minlength=len(cfg.label_names))
+        summary.examples, summary.left_out = len(examples.clip_ids), len(examples.left_out)
+        summary.class_counts = {n: int(c) for n, c in zip(cfg.label_names, counts)}
+        result = _fit(cfg, examples, samples, output_uri)
+        lines = read_metrics(output_uri, cfg)  # every epoch's line, also those of runs before a kill
+        last = lines[-1] if lines else {}
+        summary.epochs, summary.steps = last.get("epoch", -1) + 1, last.get("step", 0)
+        summary.final_loss = last.get("loss")
+        marks = [m["resumed_from_epoch"] for m in lines if m.get("resumed_from_epoch") is not None]
+        summary.resumed_from_epoch = marks[-1] if marks else None
+        summary.weights = storage.scrub(_export(result.checkpoint, cfg, output_uri, train_uri, summary))
+        summary.seconds = time.perf_counter() - t0
+        fs, root = storage.filesystem(output_uri, cfg)
+        fs.pipe_file(posixpath.join(root, "summary.json"), json.dumps(asdict(summary), indent=2).encode())
+    return summary
+
+
+def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_uri: str):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ft = cfg.finetune
+    fs, root = storage.filesystem(output_uri, cfg)
+    resources = {"CPU": ft.cpus_per_worker, **({"GPU": ft.gpus_per_worker} if ft.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train.train_loop,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "classes": examples.classes.tolist(),
+                           "output": output_uri},
+        scaling_config=ray.train.ScalingConfig(num_workers=ft.workers, use_gpu=ft.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        # The same name and storage each time: Ray Train resumes from the run's last checkpoint.
+        run_config=ray.train.RunConfig(name="train", storage_path=root,
+                                       storage_filesystem=storage.pyarrow_filesystem(fs),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        datasets=epoch_datasets(examples, samples, cfg),
+    )
+    return trainer.fit()
+
+
+def read_metrics(output_uri: str, cfg: Config) -> list[dict]:
+    """OUT/metrics.jsonl: one dict per epoch trained."""
+    fs, root = storage.filesystem(output_uri, cfg)
+    path = posixpath.join(root, "metrics.jsonl")
+    if not fs.exists(path):
+        return []
+    return [json.loads(s) for s in fs.cat_file(path).decode().splitlines() if s.strip()]
+
+
+def _export(checkpoint, cfg: Config, output_uri: str, train_uri: str, summary: FinetuneSummary) -> str:
+    """The last checkpoint's weights as OUT/adapter (or OUT/model), with their record."""
+    from emodist.models.adapters import write_meta
+
+    name = "adapter" if cfg.finetune.method == "lora" else "model"
+    target = posixpath.join(output_uri, name)
+    fs, root = storage.filesystem(target, cfg)
+    with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
+        import shutil
+
+        local = os.path.join(tmp, name)
+        shutil.copytree(os.path.join(d, train.WEIGHTS), local)
+        write_meta(local, base_model=cfg.labeler.model, labels=list(cfg.label_names), mode=cfg.mode,
+                   prompt_version=PROMPT_VERSION, method=cfg.finetune.method, strategy=cfg.finetune.strategy,
+                   epochs=summary.epochs, steps=summary.steps, train=storage.scrub(train_uri),
+                   class_counts=summary.class_counts)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        fs.put(local.rstrip("/") + "/", root, recursive=True)
+    return target

@@ -1,0 +1,45 @@
+"""Entrypoint for `ray job submit`: fine-tune the labeler on the cluster the job runs on.
+
+    ray job submit --address http://HEAD:8265 --working-dir . \\
+        --runtime-env-json '{"excludes": [".venv", ".git", "demo"]}' \\
+        -- python ray_jobs/finetune.py --config configs/cluster-msce.yaml \\
+           --train s3://bucket/dfew/train_fold1.csv --output s3://bucket/adapters/dfew-sqrt \\
+           --set finetune.strategy=sqrt --set finetune.workers=8 --set finetune.gpus_per_worker=1
+
+Resubmitting the same command resumes from the last epoch's checkpoint. The summary is
+printed as JSON on the last line and written to OUTPUT/summary.json. Exit status: 0
+trained, 2 could not start (config, manifest, labels).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    from emodist.cli import EXIT_NOT_STARTED, EXIT_OK
+    from emodist.config import ConfigError, load_config
+    from emodist.finetune.job import finetune
+    from emodist.storage import SourceError, scrub
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="YAML config file (labeler, plan, finetune section).")
+    ap.add_argument("--train", required=True, help="Labeled training manifest; s3:// works.")
+    ap.add_argument("--output", required=True, help="Output folder; s3:// works.")
+    ap.add_argument("--set", action="append", default=[], help="Override a config key (key=value).")
+    ap.add_argument("--descriptions-from", default=None, help="An earlier run's output to take descriptions from.")
+    args = ap.parse_args(argv)
+    try:
+        summary = finetune(load_config(args.config, args.set), args.train, args.output,
+                           descriptions_from=args.descriptions_from)
+    except (ConfigError, SourceError) as exc:
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    print(json.dumps(asdict(summary)))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
