@@ -113,35 +113,99 @@ def run(
         _fail(str(exc), EXIT_NOT_STARTED)
     except RunStopped as exc:
         _fail(str(exc), EXIT_STOPPED)
+    if summary.labeled:  # the table first: the summary line stays on screen below it
+        _print_table(Path(output) if "://" not in output else None, output)
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
         f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
         + (f" (see {output}/failures/)" if summary.failed else "")
         + (f"; {summary.skipped_done} already done, skipped" if summary.skipped_done else "")
     )
-    if summary.labeled:
-        _print_table(Path(output) if "://" not in output else None)
     if summary.all_failed:
         _fail(f"every clip failed ({summary.failed}); see {output}/failures/ for why", EXIT_ALL_FAILED)
 
 
-def _print_table(out: Path | None, limit: int = 12) -> None:
+def _print_table(out: Path | None, output: str, limit: int = 8) -> None:
+    """One line per clip, cut to the terminal's width (a 30-row terminal keeps the summary
+    line in view); `emodist show` has the whole timeline of a clip."""
     if out is None:
         return
-    import pyarrow.dataset as pads
-    from rich.console import Console
-    from rich.table import Table
+    import shutil
 
-    t = pads.dataset(out / "predictions", format="parquet").to_table(
-        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions", "gap_spans_s"]
-    ).slice(0, limit).to_pylist()
-    table = Table("clip", "truth", "label", "top probabilities", "motion descriptions (first gaps)")
-    for r in t:
+    import pyarrow.dataset as pads
+
+    data = pads.dataset(out / "predictions", format="parquet").to_table(
+        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"])
+    width = shutil.get_terminal_size((100, 30)).columns
+
+    def line(*cells: str) -> str:
+        clip, truth, label, top, desc = cells
+        text = f"{clip[:22]:<22} {truth[:9]:<9} {label[:9]:<9} {top[:34]:<34} {desc}"
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    typer.echo(line("clip", "truth", "label", "top probabilities", "first motion description"))
+    for r in data.slice(0, limit).to_pylist():
         top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
-        desc = "\n".join(f"{s[0]:.0f}-{s[1]:.0f} s: {d[:60]}" for s, d in zip(r["gap_spans_s"][:3], r["descriptions"]))
-        table.add_row(r["clip_id"], r["ref_label"] or "-", r["label"],
-                      ", ".join(f"{n} {p:.2f}" for p, n in top), desc or "-")
-    Console().print(table)
+        typer.echo(line(r["clip_id"], r["ref_label"] or "-", r["label"],
+                        ", ".join(f"{n} {p:.2f}" for p, n in top), (r["descriptions"] or ["-"])[0]))
+    if data.num_rows > limit:
+        typer.echo(f"... and {data.num_rows - limit} more in {output}/predictions/ (emodist show {output})")
+
+
+@app.command()
+def show(
+    output: Annotated[str, typer.Argument(help="An `emodist run` output folder.")],
+    clip: Annotated[Optional[str], typer.Option("--clip", help="The clip id (default: every clip, up to --limit).")] = None,
+    limit: Annotated[int, typer.Option(help="Clips to show without --clip.")] = 5,
+    failures: Annotated[int, typer.Option(help="Failure rows to show without --clip.")] = 10,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (storage settings for s3://).")] = None,
+) -> None:
+    """A clip's label and its timeline: one line per gap between keyframes (a second by
+    default), with the motion description the labeler read."""
+    import pyarrow.compute as pc
+
+    from emodist.config import ConfigError, load_config
+    from emodist.evaluate import EvalInputError, read_predictions
+
+    try:
+        cfg = load_config(config, [])
+        table, _ = read_predictions(output, cfg)
+    except (EvalInputError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    if clip is not None:
+        table = table.filter(pc.equal(table.column("clip_id"), clip))
+        if not table.num_rows:
+            _fail(f"{output}: no prediction row for clip {clip!r}; `emodist show {output}` lists the clips")
+    for r in table.slice(0, limit if clip is None else table.num_rows).to_pylist():
+        top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
+        typer.echo(f"{r['clip_id']}: {r['label']} ({', '.join(f'{n} {p:.2f}' for p, n in top)})"
+                   + (f", truth {r['ref_label']}" if r.get("ref_label") else ""))
+        for (a, b), d in zip(r.get("gap_spans_s") or [], r.get("descriptions") or []):
+            typer.echo(f"  {a:6.2f}-{b:6.2f} s  {d}")
+    if clip is None:
+        _print_failures(output, cfg, failures)
+
+
+def _print_failures(output: str, cfg, limit: int) -> None:
+    """The failure rows of a run folder: clip, stage and the message naming the fix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from emodist import storage
+
+    fs, root = storage.filesystem(output, cfg)
+    folder = root.rstrip("/") + "/failures"
+    if not fs.isdir(folder):
+        return
+    files = [f for f in sorted(fs.glob(folder + "/*.parquet")) if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+    if not files:
+        return
+    t = pa.concat_tables([pq.read_table(p, filesystem=fs, columns=["clip_id", "error_stage", "error_message"])
+                          for p in files])
+    if t.num_rows:
+        typer.echo(f"failed ({t.num_rows}):")
+    for r in t.slice(0, limit).to_pylist():
+        typer.echo(f"  {r['clip_id']} [{r['error_stage']}]: {r['error_message']}")
 
 
 @app.command("eval")
@@ -152,6 +216,7 @@ def eval_(
     label_set: Annotated[Optional[str], typer.Option(help="dfew, ferv39k, mafw (default: the config's labels).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the confidence intervals.")] = 1000,
     content_free: Annotated[Optional[str], typer.Option(help="Content-free distribution for contextual calibration (JSON list or file).")] = None,
+    prior_from: Annotated[Optional[str], typer.Option("--prior-from", help="Training manifest whose class frequencies are logit adjustment's prior (else labeler.prior; without either, logit_adjust is skipped: the evaluated labels must not be their own prior).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (labels, input.root, storage) to read the labels manifest as `run` reads its input.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set input.root=/data/dfew.")] = None,
@@ -166,7 +231,7 @@ def eval_(
     try:
         cfg = load_config(config, (set_ or []) + ([f"labels={label_set}"] if label_set else []))
         result = evaluate(predictions, labels, label_set=cfg.labels, bootstrap=bootstrap, seed=seed,
-                          content_free=content_free, cfg=cfg)
+                          content_free=content_free, cfg=cfg, prior_from=prior_from)
     except (EvalInputError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(result.format_table())

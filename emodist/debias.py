@@ -105,6 +105,25 @@ def prior_from_labels(
     return (counts + smoothing) / total
 
 
+def smooth_prior(weights: object) -> np.ndarray:
+    """A prior (L,) for logit adjustment from class counts or shares that may hold zeros:
+    each class without support gets the weight of the rarest class that has some, then
+    the whole is normalized.
+
+    Why a floor and not add-one alone: logit adjustment adds -tau*log(prior), so a class
+    whose prior is near 0 (add-one on a large training set gives it 1/(N+L)) is lifted
+    above every class the model actually sees and wins nearly every clip. Floored, an
+    unseen class is lifted no more than the rarest seen one."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"prior: expected finite weights >= 0, one per class, got {np.asarray(weights).tolist()}")
+    support = w > 0
+    if not support.any():
+        raise ValueError("prior: every class has weight 0; cannot make a prior")
+    w = np.where(support, w, w[support].min())
+    return w / w.sum()
+
+
 def average_permutations(per_perm_probs: object, perms: object) -> np.ndarray:
     """Average answers given under k different option orders (removes position bias).
 

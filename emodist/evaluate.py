@@ -7,6 +7,8 @@ method. Bad rows are counted in `problems`, never dropped silently.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,27 +140,68 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _read_file(uri: str, cfg) -> pa.Table:
+def _csv_lines(data: bytes, uri: str, bad: list[str]) -> pa.Table:
+    """A CSV read line by line as `run` reads a CSV manifest (io/manifests.py): every value
+    as text; a line with too many or too few fields, or that does not parse, goes to `bad`
+    as '<file>: line N: <problem>; <fix>' instead of aborting the whole evaluation."""
+    name = storage.scrub(uri)  # named as the manifest reader names its file
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except (StopIteration, csv.Error) as exc:
+        raise EvalInputError(f"{uri}: line 1: the header does not parse as CSV ({exc}); fix the file") from None
+    cells: list[list[str]] = []
+    last = reader.line_num
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            last = reader.line_num
+            bad.append(f"{name}: line {start}: does not parse as CSV ({exc}); fix the quoting")
+            continue
+        last = reader.line_num
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            bad.append(f"{name}: line {start}: expected {len(header)} fields ({','.join(header)}), "
+                       f"found {len(row)}; quote fields that contain commas")
+            continue
+        cells.append(row)
+    return pa.table({h: pa.array([r[k] for r in cells], pa.string()) for k, h in enumerate(header)})
+
+
+def _read_file(uri: str, cfg, bad: list[str] | None = None) -> pa.Table:
+    """A predictions file; lines of a CSV that do not parse are added to `bad` (see _csv_lines)."""
     fs, path = storage.filesystem(uri, cfg)
     suffix = PurePosixPath(path).suffix.lower()
     with fs.open(path, "rb") as f:
         if suffix == ".parquet":
             return pq.read_table(f)
         if suffix == ".csv":  # ids stay strings: '0001' must not become 1
+            data = f.read()
             opts = pacsv.ConvertOptions(column_types={col.CLIP_ID: pa.string()}, strings_can_be_null=False)
-            return pacsv.read_csv(f, convert_options=opts)
+            try:
+                return pacsv.read_csv(pa.BufferReader(data), convert_options=opts)
+            except pa.ArrowInvalid:
+                # Arrow names neither the file nor the line ("CSV parse error: Expected 3
+                # columns, got 4"): read it as `run` reads a manifest, bad lines counted.
+                return _csv_lines(data, uri, bad if bad is not None else [])
         if suffix == ".jsonl":
             return pajson.read_json(f)
     raise EvalInputError(f"{uri}: predictions must be an `emodist run` folder or a .csv/.parquet/.jsonl file")
 
 
-def read_predictions(uri: str, cfg) -> tuple[pa.Table, list[str]]:
-    """Prediction rows, and the clip ids listed under failures/ (for a run folder)."""
+def read_predictions(uri: str, cfg, bad: list[str] | None = None) -> tuple[pa.Table, list[str]]:
+    """Prediction rows, and the clip ids listed under failures/ (for a run folder); lines of
+    a CSV file that do not parse are added to `bad`."""
     fs, path = storage.filesystem(uri, cfg)
     if not fs.isdir(path):
         if not fs.exists(path):
             raise EvalInputError(f"{uri}: not found; pass an `emodist run` output folder or a file")
-        return _read_file(uri, cfg), []
+        return _read_file(uri, cfg, bad), []
     proto = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     base = path.rstrip("/")
     root = base + "/predictions" if fs.isdir(base + "/predictions") else base
@@ -235,8 +278,35 @@ def _distributions(ids: list[str], names_col: list, probs_col: list, labels: Seq
     return out
 
 
+def _training_prior(prior_from: str | None, manifest_uri: str, cfg, labels: Sequence[str]) -> tuple[np.ndarray | None, str]:
+    """(prior, where it comes from) for logit adjustment, or (None, why it is skipped).
+    Never the evaluated manifest's own class frequencies: a prior counted from the test
+    labels tells the debiased figure the answers."""
+    if prior_from:
+        if storage.absolute(prior_from) == storage.absolute(manifest_uri):
+            return None, (f"--prior-from is the evaluated manifest itself ({manifest_uri}): its class "
+                          "frequencies are the test labels; pass the training manifest")
+        try:
+            man, _ = read_manifest(prior_from, cfg)
+        except storage.SourceError as exc:
+            raise EvalInputError(str(exc)) from None
+        try:
+            shares = debias.prior_from_labels(man.column(col.REF_LABEL).to_pylist(), labels, smoothing=0)
+        except ValueError:
+            raise EvalInputError(f"{prior_from}: no label in the label set {list(labels)}; pass a training "
+                                 "manifest with a 'label' column (--prior-from)") from None
+        # Smoothed: a class the training set lacks must not win every clip (debias.smooth_prior).
+        return debias.smooth_prior(shares), f"the class frequencies of {prior_from}"
+    prior = getattr(getattr(cfg, "labeler", None), "prior", None)
+    if prior is not None and len(prior) == len(labels):
+        return debias.smooth_prior(prior), "labeler.prior"
+    return None, ("no training prior: pass --prior-from TRAIN_MANIFEST or set labeler.prior (the evaluated "
+                  "manifest's own class frequencies would leak its labels)")
+
+
 def _compare(dists: np.ndarray, ok: np.ndarray, rows: np.ndarray, t: np.ndarray, stored: np.ndarray,
-             labels: Sequence[str], prior: np.ndarray, content_free: object) -> list[MethodScores]:
+             labels: Sequence[str], prior: np.ndarray | None, prior_note: str, content_free: object,
+             tau: float = 1.0) -> list[MethodScores]:
     """Metrics of the stored label, raw argmax and each post-hoc debias method on the
     evaluated rows that have a distribution. Batch calibration sees every prediction."""
     sel = ok[rows]
@@ -244,13 +314,16 @@ def _compare(dists: np.ndarray, ok: np.ndarray, rows: np.ndarray, t: np.ndarray,
     pos = np.cumsum(ok) - 1  # row in the ok-only matrix
     out = [_method("stored label", tt, stored[sel], labels)]
     full = dists[ok]
-    kws: dict[str, dict] = {"none": {}, "batch": {}, "logit_adjust": {"prior": prior}}
+    kws: dict[str, dict] = {"none": {}, "batch": {}}
+    if prior is not None:
+        kws["logit_adjust"] = {"prior": prior, "tau": tau}
     if content_free is not None:
         kws["contextual"] = {"content_free": content_free}
+    skipped = {"contextual": "no content-free distribution given (content_free=)", "logit_adjust": prior_note}
     for method in debias.METHODS:
         name = "raw" if method == "none" else method
         if method not in kws:
-            out.append(MethodScores(name, n, skipped="no content-free distribution given (content_free=)"))
+            out.append(MethodScores(name, n, skipped=skipped[method]))
             continue
         adjusted = debias.apply(method, full, **kws[method])
         out.append(_method(name, tt, adjusted.argmax(axis=1)[pos[rows[sel]]], labels))
@@ -278,10 +351,12 @@ def _content_free_vector(cf: object, labels: Sequence[str]) -> np.ndarray | None
 
 def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequence[str] = "dfew",
              bootstrap: int = 1000, seed: int = 0, content_free: object = None,
-             ci_level: float = 0.95, cfg=None) -> EvalResult:
+             ci_level: float = 0.95, cfg=None, prior_from: str | None = None) -> EvalResult:
     """Score predictions (run folder or csv/parquet/jsonl) against a manifest's labels.
     The manifest is read as `run` reads its input (every manifest and split-file format,
-    `input.root`, storage settings from `cfg`); lines that do not parse are counted."""
+    `input.root`, storage settings from `cfg`); lines that do not parse are counted.
+    Logit adjustment takes its prior from training data only: the labels of `prior_from`
+    (a training manifest), else `cfg.labeler.prior`; without either it is skipped."""
     from emodist.config import Config
 
     labels = resolve_label_set(label_set)
@@ -300,8 +375,12 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
         ("unknown_pred_label", f"answer outside the label set; scored as wrong ({INVALID})"),
         ("bad_distribution", "row left out of the debiasing comparison"),
         ("unreadable_manifest_lines", "manifest line that does not parse; not scored"),
+        ("unreadable_prediction_lines", "predictions line that does not parse; not scored"),
     )}
-    table, failed = read_predictions(predictions_uri, cfg)
+    bad_pred_lines: list[str] = []
+    table, failed = read_predictions(predictions_uri, cfg, bad_pred_lines)
+    for line in bad_pred_lines:
+        problems["unreadable_prediction_lines"].add(line)
     names = table.column_names
     if col.CLIP_ID in names:
         ids = [str(x) for x in table.column(col.CLIP_ID).to_pylist()]
@@ -322,6 +401,7 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
         man, bad_lines = read_manifest(manifest_uri, cfg)
     except storage.SourceError as exc:
         raise EvalInputError(str(exc)) from None
+    prior, source = _training_prior(prior_from, manifest_uri, cfg, labels)  # a bad --prior-from fails here
     for r in bad_lines:
         problems["unreadable_manifest_lines"].add(r[col.ERROR_MESSAGE].removeprefix("list: "))
     man_ids = man.column(col.CLIP_ID).to_pylist()
@@ -380,11 +460,12 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
         ok = ~np.isnan(dists).any(axis=1)
         local = np.searchsorted(firsts, ra)  # evaluated rows in the deduplicated order
         if ok[local].any():
-            prior = debias.prior_from_labels([man_labels[i] for i in man_first.values()], labels)
-            debias_rows = _compare(np.nan_to_num(dists), ok, local, ta, pa_, labels, prior,
-                                   _content_free_vector(content_free, labels))
+            tau = float(getattr(getattr(cfg, "labeler", None), "tau", 1.0))
+            debias_rows = _compare(np.nan_to_num(dists), ok, local, ta, pa_, labels, prior, source,
+                                   _content_free_vector(content_free, labels), tau)
             note = (f"{int(ok[local].sum())} of {n} scored clips have {col.PROBS_RAW}; batch calibration "
-                    f"uses all {int(ok.sum())} predictions, logit adjustment the manifest's class prior")
+                    f"uses all {int(ok.sum())} predictions; logit adjustment "
+                    + (f"uses {source} as its prior (tau {tau:g})" if prior is not None else f"skipped: {source}"))
     return EvalResult(
         predictions_uri, manifest_uri, list(labels), n, float(mr), float(accuracy_score(ta, pa_)),
         float(mp), float(mr), float(mf),

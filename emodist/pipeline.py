@@ -75,9 +75,16 @@ def init_ray(cfg: Config) -> None:
         ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING)
     else:
         # A new local Ray, even if another cluster runs on this machine, listening on the
-        # loopback interface only.
-        ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+        # loopback interface only. Ray 2.60 says at every local start that it turned token
+        # authentication on: right for a loopback-only Ray, and not news to the user.
+        auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        before = auth.level
+        auth.setLevel(logging.ERROR)
+        try:
+            ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
+                     logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+        finally:
+            auth.setLevel(before)
     # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -156,6 +163,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     summary = RunSummary(output=storage.scrub(output_uri), config_hash=digest, retry=retry_failures, run_id=run_id)
     # Before Ray starts: models, input and output, in seconds.
     preflight.check(cfg)
+    for warning in preflight.random_weights(cfg):
+        log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
     with Lease(output_uri, cfg, run_id) as lease:

@@ -30,6 +30,20 @@ def check(cfg: Config) -> None:
                               f"machines, or set {role}.backend=transformers")
 
 
+def random_weights(cfg: Config) -> list[str]:
+    """One warning per role whose model is a built-in with random weights: said on every
+    run, since its labels look like labels and mean nothing."""
+    models: dict[str, str] = {}  # model -> the role named for it (the labeler's first)
+    for role in ["labeler"] + (["describer"] if cfg.uses_descriptions else []):
+        m = getattr(cfg, role)
+        if m.backend in ("transformers", "vllm") and m.model in BUILTIN:
+            models.setdefault(m.model, role)
+    return [f"{role}.model={model} has random weights: its {'labels' if role == 'labeler' else 'descriptions'} "
+            "mean nothing (it exercises the machinery); for real labels offline leave describer and labeler at "
+            "their defaults (face detector + expression CNN), or set labeler.model to a VLM"
+            for model, role in models.items()]
+
+
 def _check_assets(role: str) -> None:
     from emodist import assets
 

@@ -143,7 +143,11 @@ def explain(exc: BaseException, uri: str, action: str) -> StorageError:
     'writing to') on `uri`, naming the bucket and what to check; secrets scrubbed."""
     where = f"bucket '{bucket(uri)}'" if bucket(uri) else "path"
     detail = scrub(str(exc) or type(exc).__name__).replace("\n", " ")
-    if isinstance(exc, PermissionError):
+    local = _explain_local(exc, uri, action) if is_local(uri) else None
+    if local is not None:
+        # A local path: the problem is the path itself, never credentials or an endpoint.
+        msg = local
+    elif isinstance(exc, PermissionError):
         msg = f"access denied {action} {where} ({uri}): {detail}; {_CHECK}"
     elif isinstance(exc, FileNotFoundError) and bucket(uri) and _no_such_bucket(exc):
         msg = f"{where} does not exist ({uri}); create it or fix the path (and storage.endpoint_url)"
@@ -156,6 +160,34 @@ def explain(exc: BaseException, uri: str, action: str) -> StorageError:
             "bounds the retries)"
         )
     return StorageError(scrub(msg))
+
+
+def _explain_local(exc: BaseException, uri: str, action: str) -> str | None:
+    """One line for a local path's OSError ('<path>: <problem>; <fix>'), or None (not found,
+    and anything that is not an OSError, keep the general wording)."""
+    import errno
+
+    path = uri.removeprefix("file://")
+    writing = action.startswith("writ")
+    if isinstance(exc, PermissionError):
+        fix = "choose a writable --output, or make it writable" if writing else "make it readable by this user"
+        return f"{path}: permission denied; {fix}"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        # The path, or a folder above it, is a file: name the one that is.
+        blocker = path
+        while blocker and not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+            blocker = os.path.dirname(blocker)
+        if os.path.lexists(blocker) and not os.path.isdir(blocker):
+            problem = "is a file, not a folder" if blocker == path else f"{blocker} is a file, not a folder"
+            fix = "choose a folder for --output" if writing else "check the path"
+            return f"{path}: {problem}; {fix}"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return f"{path}: read-only file system; choose a writable --output"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{path}: no space left on the device; free space or choose another --output"
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+        return f"{path}: {exc.strerror or type(exc).__name__} {action} it; check the path"
+    return None
 
 
 def _no_such_bucket(exc: BaseException) -> bool:

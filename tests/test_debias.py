@@ -136,3 +136,13 @@ def test_apply_dispatch_and_errors():
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_smooth_prior_floors_a_class_without_support_at_the_rarest_supported_one():
+    np.testing.assert_allclose(debias.smooth_prior([6, 3, 0, 1]), [6 / 11, 3 / 11, 1 / 11, 1 / 11])
+    np.testing.assert_allclose(debias.smooth_prior([0.5, 0.5]), [0.5, 0.5])
+    # the unseen class is lifted no more than the rarest seen one: it cannot win every row
+    p = np.array([[0.45, 0.45, 0.01, 0.09]] * 3)
+    assert (debias.logit_adjustment(p, debias.smooth_prior([6, 3, 0, 1])).argmax(axis=1) != 2).all()
+    with pytest.raises(ValueError, match="every class has weight 0"):
+        debias.smooth_prior([0, 0])

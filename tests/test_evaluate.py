@@ -115,7 +115,7 @@ def test_problems_are_counted_not_dropped(tmp_path):
     assert counts == {"duplicate_prediction_ids": 1, "duplicate_manifest_ids": 1,
                       "prediction_not_in_manifest": 1, "missing_prediction": 1, "failed_clips": 1,
                       "unknown_truth_label": 2, "unknown_pred_label": 1, "bad_distribution": 0,
-                      "unreadable_manifest_lines": 0}
+                      "unreadable_manifest_lines": 0, "unreadable_prediction_lines": 0}
     assert r.problems["prediction_not_in_manifest"].examples == ["zz"]
     assert r.problems["missing_prediction"].examples == ["g"]
     assert r.problems["unknown_pred_label"].examples == ["f: 'confused'"]
@@ -232,3 +232,67 @@ def test_labels_take_every_manifest_format_run_takes_with_the_same_root_rules(tm
     assert bad.count == (0 if fmt in ("parquet", "split-codes-in-csv") else 1)
     if bad.count:
         assert path.name in bad.examples[0] and "line" in bad.examples[0]
+
+
+def test_a_csv_line_with_an_extra_field_is_counted_with_its_file_and_line_not_fatal(tmp_path):
+    """`run` accepts a manifest with a line of too many fields (that line fails alone); eval
+    used to abort on the same file with Arrow's "CSV parse error: Expected 3 columns, got 4"
+    (no file, no line). As --labels and as --predictions it is now read line by line."""
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    m = tmp_path / "m.csv"
+    m.write_text("uri,label,clip_id\na.mp4,happy,a\nb.mp4,sad,b,extra\nc.mp4,sad,c\n")
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(m), "--labels", str(m), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert "CSV parse error" not in res.output
+    assert res.output.startswith(f"2 clips scored on 7 classes ({m})\n")
+    line = f"{m}: line 3: expected 3 fields (uri,label,clip_id), found 4; quote fields that contain commas"
+    assert f"  problem unreadable_manifest_lines: 1 (manifest line that does not parse; not scored) e.g. {line}\n" in res.output
+    assert f"  problem unreadable_prediction_lines: 1 (predictions line that does not parse; not scored) e.g. {line}\n" in res.output
+
+
+NO_PRIOR = ("no training prior: pass --prior-from TRAIN_MANIFEST or set labeler.prior (the evaluated "
+            "manifest's own class frequencies would leak its labels)")
+
+
+def test_logit_adjustment_never_takes_its_prior_from_the_evaluated_labels(tmp_path):
+    preds, manifest, truth, probs, order = biased_run(tmp_path)
+    r = evaluate(preds, manifest, bootstrap=0)
+    la = {d.method: d for d in r.debias}["logit_adjust"]
+    assert la.skipped == NO_PRIOR and la.uar is None
+    assert r.debias_note.endswith(f"; logit adjustment skipped: {NO_PRIOR}")
+    assert f"  logit_adjust    skipped: {NO_PRIOR}" in r.format_table().splitlines()
+    same = evaluate(preds, manifest, bootstrap=0, prior_from=manifest)
+    assert {d.method: d for d in same.debias}["logit_adjust"].skipped == (
+        f"--prior-from is the evaluated manifest itself ({manifest}): its class frequencies are the test "
+        "labels; pass the training manifest")
+
+
+def test_logit_adjustment_takes_the_training_prior_and_an_unseen_class_does_not_take_over(tmp_path):
+    """A training manifest without one class: add-one smoothing alone gives that class a
+    prior of 1/(N+L), and -log of it made it the answer for 98% of the clips here."""
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    preds, manifest, truth, probs, order = biased_run(tmp_path)
+    rng = np.random.default_rng(1)
+    train_labels = [x for x in rng.choice(DFEW, size=5000, p=[0.3, 0.15, 0.25, 0.15, 0.08, 0.02, 0.05])
+                    if x != "disgust"]
+    train = write_manifest(tmp_path / "train.csv", [f"t{i}" for i in range(len(train_labels))], train_labels)
+    r = evaluate(preds, manifest, bootstrap=0, prior_from=train)
+    la = {d.method: d for d in r.debias}["logit_adjust"]
+    counts = np.array([train_labels.count(x) for x in DFEW], dtype=float)
+    prior = np.where(counts > 0, counts, counts[counts > 0].min())  # disgust floored at the rarest seen class
+    p = probs[:, [order.index(x) for x in DFEW]]
+    expected = [DFEW[k] for k in debias.logit_adjustment(p, prior / prior.sum()).argmax(axis=1)]
+    assert la.skipped is None and la.war == pytest.approx(accuracy_score(truth, expected))
+    assert la.sink.label != "disgust"
+    add_one = debias.logit_adjustment(p, debias.prior_from_labels(train_labels, DFEW)).argmax(axis=1)
+    assert np.mean(add_one == DFEW.index("disgust")) > 0.9  # what the floor prevents
+    assert r.debias_note.endswith(f"; logit adjustment uses the class frequencies of {train} as its prior (tau 1)")
+    res = CliRunner().invoke(app, ["eval", "-p", preds, "-l", manifest, "--prior-from", train, "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert f"  logit_adjust    {la.n:>8}{la.uar:>8.4f}{la.war:>8.4f}{la.macro_f1:>8.4f}  " in res.output

@@ -1,5 +1,9 @@
 """The vision-only path through the real Ray pipeline, on real footage: face crops,
 the specialist describer (motion-to-text) and the specialist labeler."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
@@ -42,3 +46,19 @@ def test_no_face_clip_is_a_failure_row(run_out):
     assert "no_face" in fail[col.ERROR_MESSAGE]
     by = {k.rsplit("/", 1)[-1]: v for k, v in rows_by_clip(out).items()}
     assert by == {"WolfgangLanger_Pexels": ["prediction"], "no_face": ["failure"]}
+
+
+def test_a_plain_run_labels_real_footage_with_real_weights(fetched, tmp_path):
+    """`emodist run -i VIDEO -o OUT` as a new user types it, no config, its own local Ray
+    on this 2-CPU machine: the default is the offline path with real weights (face
+    detector + expression CNN), and nothing says its labels are random."""
+    out = tmp_path / "out"
+    emodist = str(Path(sys.executable).parent / "emodist")
+    res = subprocess.run([emodist, "run", "-i", str(fetched["pexels_video"]), "-o", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "labeled 1 of 1 clips" in res.stdout and "random weights" not in res.stderr
+    (row,) = pads.dataset(out / "predictions").to_table().to_pylist()
+    assert row[col.LABELER_MODEL].startswith("face-api/") and "mtcnn" in row[col.LABELER_MODEL]
+    probs = dict(zip(row[col.LABEL_NAMES], row[col.PROBS]))
+    assert max(probs, key=probs.get) in ("happy", "sad") and probs["happy"] + probs["sad"] > 0.6

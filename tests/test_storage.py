@@ -58,6 +58,35 @@ def test_scrub_removes_credentials_from_messages():
     assert "http://***@host/b/k" in out and "x=1" in out
 
 
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_an_output_that_is_a_file_is_named_with_the_fix_not_the_endpoint(tmp_path, clips_dir, where):
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder\n")
+    out = blocker if where == "file" else blocker / "run1"
+    res = CliRunner().invoke(app, ["run", "--input", str(clips_dir), "--output", str(out), "--quiet"])
+    problem = "is a file, not a folder" if where == "file" else f"{blocker} is a file, not a folder"
+    assert res.exit_code == 2, res.output
+    assert res.output == f"error: {out}: {problem}; choose a folder for --output\n"
+
+
+def test_a_read_only_output_says_permission_denied_and_to_choose_a_writable_output(tmp_path, monkeypatch):
+    import fsspec.implementations.local as local
+
+    # Tests run as root, whom no mode bits refuse: the refusal the file system would give.
+    def refuse(self, path, exist_ok=False):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(local.LocalFileSystem, "makedirs", refuse)
+    out = tmp_path / "ro" / "out"
+    with pytest.raises(StorageError) as e:
+        storage.check_writable(str(out), load_config())
+    assert str(e.value) == f"{out}: permission denied; choose a writable --output, or make it writable"
+
+
 # --- the server ----------------------------------------------------------------------------
 
 

@@ -9,6 +9,10 @@ from emodist.errors import ClipError
 from emodist.io import limits
 
 DEFAULT_FPS = 25.0  # when a container states no frame rate
+# FFmpeg's still-image demuxers (an image renamed .mp4 opens as one of these): the
+# names users know for them; any other `*_pipe` or image2 is named by its upper case.
+_IMAGE_FORMATS = {"png_pipe": "PNG", "jpeg_pipe": "JPEG", "webp_pipe": "WebP", "bmp_pipe": "BMP",
+                  "tiff_pipe": "TIFF", "jpegxl_pipe": "JPEG XL", "qoi_pipe": "QOI"}
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,26 @@ def duration_s(container, stream) -> float:
     raise ClipError("the container states no duration; remux it (ffmpeg -i in -c copy out.mp4)")
 
 
+def image_kind(container) -> str | None:
+    """'PNG', 'JPEG', ... when FFmpeg opened a still image, not a video; else None."""
+    name = (container.format.name or "").split(",")[0]
+    if name in _IMAGE_FORMATS:
+        return _IMAGE_FORMATS[name]
+    if name.endswith("_pipe") or name == "image2":
+        codec = container.streams.video[0].codec_context.name if container.streams.video else ""
+        return (codec or name.removesuffix("_pipe")).upper()
+    return None
+
+
 def probe_container(container, cfg) -> tuple[Probe, object]:
     """(probe, video stream) of an open PyAV container, limits checked."""
+    kind = image_kind(container)
+    if kind is not None:
+        # Said before the duration check: an image has none, and "remux it" would mislead.
+        raise ClipError(
+            f"a {kind} image, not a video (renamed?); remove it, or convert it to a video, or put a "
+            "clip's images in a folder of their own (a frame folder)"
+        )
     if not container.streams.video:
         raise ClipError("no video stream; expected a video file")
     stream = container.streams.video[0]

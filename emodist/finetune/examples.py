@@ -1,6 +1,7 @@
 """Training examples: each labeled clip as the labeler sees it (keyframes, the motion
 descriptions of the gaps, their times) and its class, built once by the same listing,
-decode, face and describe stages as `emodist run`, and cached under OUT/examples/<hash>/.
+decode, face and describe stages as `emodist run`, and cached under OUT/examples/<hash>/
+(or finetune.examples_dir/<hash>/, which a sweep of runs can share).
 
 The cache is keyed by every setting that changes what the labeler sees (the plan,
 decode size, face crops, describer, mode, labels) and by the training manifest, so a
@@ -53,6 +54,8 @@ def examples_key(cfg: Config, train_uri: str, descriptions_from: str | None) -> 
     """Hash of what the labeler sees of a clip, and of where the clips come from."""
     d = cfg.label_settings()
     d.pop("labeler")
+    if not d["plan"]["shuffle"]:  # the seed moves frames only under plan.shuffle: seeds of a sweep share examples
+        d.pop("run")
     if descriptions_from:
         d.pop("describer")
     d["train"], d["descriptions_from"] = train_uri, descriptions_from
@@ -105,7 +108,8 @@ def _descriptions_of(predictions_uri: str, cfg: Config) -> dict[str, tuple[list,
 def prepare(cfg: Config, train_uri: str, output_uri: str, descriptions_from: str | None = None) -> Examples:
     """The training examples of `train_uri`, built (in Ray) or read from the cache."""
     classes_of = labeled_clips(cfg, train_uri)
-    folder = posixpath.join(output_uri, "examples", examples_key(cfg, train_uri, descriptions_from))
+    cache = storage.absolute(cfg.finetune.examples_dir) if cfg.finetune.examples_dir else posixpath.join(output_uri, "examples")
+    folder = posixpath.join(cache, examples_key(cfg, train_uri, descriptions_from))
     fs, root = storage.filesystem(folder, cfg)
     done = posixpath.join(root, COMPLETE)
     if fs.exists(done):

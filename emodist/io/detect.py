@@ -84,7 +84,20 @@ def _kind(fs, path: str) -> str | None:
     return "dir" if info.get("type") == "directory" else "file"
 
 
-def _not_found(uri: str, fs=None) -> SourceError:
+def _empty_prefix(uri: str, cfg) -> SourceError:
+    """An object-store prefix with nothing under it: object stores have no folders, so
+    'no such folder' or 'no videos found' would send the user looking for the wrong thing."""
+    shown = uri.rstrip("/") + "/"
+    lister = {"s3": "aws s3 ls", "s3a": "aws s3 ls", "gs": "gcloud storage ls", "gcs": "gcloud storage ls"}
+    cmd = lister.get(storage.protocol(uri), "")
+    endpoint = getattr(getattr(cfg, "storage", None), "endpoint_url", None)
+    if cmd.startswith("aws") and endpoint:
+        cmd += f" --endpoint-url {endpoint}"
+    how = f"list it ({cmd} {shown})" if cmd else "list it"
+    return SourceError(f"{shown}: nothing found under this prefix (no objects); check the prefix for a typo and {how}")
+
+
+def _not_found(uri: str, fs=None, cfg=None) -> SourceError:
     b = storage.bucket(uri)
     if fs is not None and b:
         try:
@@ -93,6 +106,9 @@ def _not_found(uri: str, fs=None) -> SourceError:
             missing_bucket = False
         if missing_bucket:
             return StorageError(f"{uri}: bucket '{b}' does not exist; check the bucket name and storage.endpoint_url")
+        known = MANIFEST_SUFFIXES + SPLIT_SUFFIXES + SHARD_SUFFIXES + VIDEO_SUFFIXES
+        if not fsspec.core.has_magic(uri) and not has_suffix(uri.rstrip("/"), known):
+            return _empty_prefix(uri, cfg)  # a prefix, not a missing object
     return SourceError(
         f"{uri}: no such folder, glob or manifest; pass a folder of videos or frame folders, "
         f"a glob like 'clips/*.mp4', a manifest ({', '.join(MANIFEST_SUFFIXES)}), a split file "
@@ -123,7 +139,7 @@ def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
 
     kind = _kind(fs, path)
     if kind is None:
-        raise _not_found(uri, fs)
+        raise _not_found(uri, fs, cfg)
     if kind == "file":
         return _plan_file(fs, path, uri, cfg, fmt)
 
@@ -143,11 +159,13 @@ def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
         return _checked(ClipSource(uri, "webdataset", cfg, files=walk.files_with(fs, path, uri, SHARD_SUFFIXES)),
                         uri, "tar shards")
     want = {"auto": ("video", "image"), "videos": ("video",), "frames": ("image",)}[fmt]
+    if complete and not peek and storage.bucket(uri):
+        raise _empty_prefix(uri, cfg)  # only folder markers under it
     if complete and not any(has[k] for k in want):
         hint = "; it holds manifest/split files: pass one of them as the input" if has["manifest"] else ""
         videos = f"no videos found (looked for {', '.join(VIDEO_SUFFIXES)})"
         frames = f"no frame folders found (folders of {', '.join(IMAGE_SUFFIXES)} images)"
-        what = {"auto": f"{videos} and {frames.removeprefix('no ')}", "videos": videos, "frames": frames}[fmt]
+        what = {"auto": f"{videos} and {frames}", "videos": videos, "frames": frames}[fmt]
         raise SourceError(f"{uri}: {what}{hint}")
     return ClipSource(uri, "listing", cfg)
 

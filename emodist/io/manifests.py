@@ -82,17 +82,32 @@ def has_id_column(fs, path: str) -> bool:
     return False
 
 
+def bad_uri_type(schema: pa.Schema) -> str | None:
+    """Why a parquet manifest's 'uri' column cannot hold paths (ints, bytes: every row
+    would fail as 'not found'), or None when it holds strings."""
+    t = schema.field(col.URI).type
+    value = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_string_view(value):
+        return None
+    return f"column '{col.URI}' is {t}; it must hold strings (paths or URLs): write it as a string column"
+
+
 def check_header(fs, path: str, uri: str, kind: str) -> None:
-    """A manifest without a 'uri' column is a mistake in the whole file: say so up front."""
+    """A manifest without a 'uri' column (or, in parquet, with one that holds no strings)
+    is a mistake in the whole file: say so up front."""
+    schema = None
     if kind == "csv":
         names = [h.strip() for h in next(csv.reader([first_line(fs, path)]), [])]
     elif kind == "parquet":
         with fs.open(path, "rb") as f:
-            names = pq.ParquetFile(f).schema_arrow.names
+            schema = pq.ParquetFile(f).schema_arrow
+        names = schema.names
     else:
         return
     if col.URI not in names:
         raise SourceError(f"{uri}: {no_uri_column(names)}")
+    if schema is not None and (why := bad_uri_type(schema)):
+        raise SourceError(f"{uri}: {why}")
 
 
 def manifest_rows(uri: str, cfg, kind: str | None = None) -> Iterator[dict]:
@@ -198,6 +213,9 @@ def _parquet_rows(fs, path: str, uri: str, base: str) -> Iterator[dict]:
         names = pf.schema_arrow.names
         if col.URI not in names:
             yield rows.fail(rows.name_of(path), uri, no_uri_column(names))
+            return
+        if why := bad_uri_type(pf.schema_arrow):  # one row for the file, not one per clip
+            yield rows.fail(rows.name_of(path), uri, why)
             return
         columns = [c for c in (col.URI, col.CLIP_ID, LABEL) if c in names]
         offset = 0

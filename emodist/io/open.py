@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 from typing import IO
 
@@ -19,6 +20,10 @@ from emodist.errors import ClipError
 from emodist.io import limits, shards
 
 WHOLE_READ_BYTES = 64 << 20
+
+# What a path in an input folder can be besides a regular file (os.stat's mode tests).
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
 @dataclass
@@ -71,7 +76,16 @@ def open_clip(uri: str, cfg, data: bytes | None = None) -> ClipHandle:
         return ClipHandle(uri, len(data), data=data)
     if storage.is_local(uri):
         path = uri.removeprefix("file://")
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        # Checked before anything opens it: opening a named pipe waits for a writer forever,
+        # and its size of 0 would call it an empty file.
+        kind = next((what for test, what in _NOT_REGULAR if test(st.st_mode)), None)
+        if kind is not None:
+            raise ClipError(
+                f"not a regular file but {kind}; skipped unread: replace it with the video file "
+                "or move it out of the input"
+            )
+        size = st.st_size
         if size == 0:
             raise ClipError("empty file (0 bytes); re-export or remove the clip")
         limits.check_size(size, cfg)

@@ -138,7 +138,7 @@ class VLLMEngine:
             kwargs["max_model_len"] = cfg.max_model_len
         if self.adapters:
             kwargs.update(enable_lora=True, max_loras=len(self.adapters),
-                          max_lora_rank=max(_lora_rank(p) for _, p in self.adapters.values()))
+                          max_lora_rank=lora_slot_rank(max(_lora_rank(p) for _, p in self.adapters.values())))
         if self.platform == "cuda":
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         else:
@@ -252,6 +252,20 @@ class VLLMEngine:
                 )
             out["multi_modal_data"] = {"image": [Image.fromarray(np.asarray(i)) for i in prompt.images]}
         return out
+
+
+# The ranks vLLM sizes its LoRA slots by (LoRAConfig.max_lora_rank accepts only these).
+LORA_SLOT_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_slot_rank(r: int) -> int:
+    """The smallest slot rank that holds an adapter of rank r (a rank-4 adapter in a
+    rank-8 slot: vLLM pads it)."""
+    for slot in LORA_SLOT_RANKS:
+        if slot >= r:
+            return slot
+    raise ValueError(f"LoRA rank {r} is above vLLM's largest ({LORA_SLOT_RANKS[-1]}); train with a smaller "
+                     "finetune.lora_rank")
 
 
 def _lora_rank(path: str) -> int:

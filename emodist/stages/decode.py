@@ -34,7 +34,8 @@ def clip_error(exc: BaseException, uri: str) -> BaseException:
     if isinstance(exc, FileNotFoundError):
         return ClipError("not found: no such file or object (listed but missing?); check the listing or manifest, or restore the clip")
     if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and not storage.is_local(uri)):
-        return ClipError(str(storage.explain(exc, uri, "reading")))
+        # A local path's explanation starts with the path, which the failure row names already.
+        return ClipError(str(storage.explain(exc, uri, "reading")).removeprefix(f"{uri.removeprefix('file://')}: "))
     msg = storage.scrub(str(exc))
     if msg != str(exc):
         return ClipError(f"{type(exc).__name__}: {msg}")

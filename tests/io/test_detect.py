@@ -86,6 +86,32 @@ def test_format_detection_errors(tmp_path):
         open_source(str(tmp_path / "only"), load_config(None, ["input.format=webdataset"]))
 
 
+def test_a_folder_without_clips_says_no_videos_and_no_frame_folders(tmp_path):
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(SourceError) as e:
+        open_source(str(tmp_path))
+    assert str(e.value) == (
+        f"{tmp_path}: no videos found (looked for .mp4, .m4v, .mov, .mkv, .webm, .avi, .mpg, .mpeg, .flv, "
+        ".wmv, .3gp, .ts) and no frame folders found (folders of .jpg, .jpeg, .png, .bmp, .webp images)"
+    )
+
+
+def test_an_empty_s3_prefix_says_nothing_is_under_it_and_how_to_check(s3):
+    from tests.conftest_s3 import DATA_BUCKET
+
+    cfg = s3.config()
+    # A folder marker (what consoles create for "folders") and nothing else under it.
+    s3.admin.call_s3("put_object", Bucket=DATA_BUCKET, Key="only-marker/", Body=b"")
+    for prefix in ("no-such-prefix", "no-such-prefix/", "only-marker"):
+        with pytest.raises(SourceError) as e:
+            open_source(f"s3://{DATA_BUCKET}/{prefix}", cfg)
+        shown = f"s3://{DATA_BUCKET}/{prefix.rstrip('/')}/"
+        assert str(e.value) == (
+            f"{shown}: nothing found under this prefix (no objects); check the prefix for a typo and "
+            f"list it (aws s3 ls --endpoint-url {s3.endpoint} {shown})"
+        ), prefix
+
+
 def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(tmp_path, ray_local):
     """Ray Data lets a streaming read task hold 2 blocks by default; the decode pool then
     got one batch per turn of Ray's executor loop and sat idle half the time. Listing and

@@ -92,3 +92,16 @@ def test_jsonl_manifest_bad_lines(tmp_path):
     msgs = [r[col.ERROR_MESSAGE] for r in failures(rs)]
     assert "line 2: not valid JSON" in msgs[0] and "line 3: expected a JSON object" in msgs[1]
     assert "line 4: no 'uri' key" in msgs[2]
+
+
+@pytest.mark.parametrize("values, shown", [([1, 2], "int64"), ([b"a.mp4", b"b.mp4"], "binary")])
+def test_a_parquet_uri_column_that_holds_no_strings_is_refused_at_start(tmp_path, values, shown):
+    m = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"uri": values, "label": ["happy", "sad"]}), m)
+    msg = f"column 'uri' is {shown}; it must hold strings (paths or URLs): write it as a string column"
+    with pytest.raises(SourceError) as e:
+        open_source(str(m))  # one error at start, not "not found" for every row
+    assert str(e.value) == f"{m}: {msg}"
+    # A folder of manifests is read row by row: one failure row for the file, no clip rows.
+    rs = rows(tmp_path, "input.format=manifest")
+    assert [(r[col.CLIP_ID], r[col.ERROR_MESSAGE]) for r in rs] == [("m.parquet", f"list: {m}: {msg}")]

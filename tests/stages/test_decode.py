@@ -39,3 +39,11 @@ def test_stage_decodes_bytes_and_drops_them(clips_dir):
     assert rows["b"][col.ERROR_TYPE] == "ClipError"
     ref = decode_clip(str(clips_dir / "clip_00000.mp4"), load_config(None, ["mode=sparse"]))[col.FRAMES]
     np.testing.assert_array_equal(out[col.FRAMES][0], ref)
+
+
+def test_a_local_clip_refused_by_permissions_says_so_not_credentials():
+    from emodist.stages.decode import clip_error
+
+    # Tests run as root, whom mode bits never refuse: the error the file system would give.
+    err = clip_error(PermissionError(13, "Permission denied", "/data/a.mp4"), "/data/a.mp4")
+    assert str(err) == "permission denied; make it readable by this user"

@@ -205,6 +205,50 @@ def test_older_vllm_scoring_path_gives_the_same_distributions(engine, old_api_en
     np.testing.assert_allclose(shift, shift[:, :1].repeat(len(flat), axis=1), atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def lora(engine, tiny_lm, tmp_path_factory):
+    """(engine with a LoRA adapter, the same model through transformers + peft). A random
+    (non-zero) adapter on the attention and MLP projections, as `emodist finetune` writes
+    them; the engine lives as long as the module's first (see old_api_engine)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_lm), dtype="float32")
+    peft_model = get_peft_model(base, LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    folder = tmp_path_factory.mktemp("lora") / "adapter"
+    peft_model.save_pretrained(folder)
+    eng = VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cpu", max_model_len=2048), images=False,
+                     adapters={"labeler": str(folder)})
+    yield eng, peft_model.eval()
+    eng.close()
+
+
+def test_a_lora_adapter_scores_as_peft_does_and_the_base_model_stays_reachable(engine, lora):
+    """enable_lora + a LoRA request per prompt: the adapter's option log-probs are
+    transformers + peft's numbers; a prompt without the adapter is the base model's."""
+    eng, peft_model = lora
+    clips = [clip(i) for i in range(4)]
+    with_adapter = VLMLabeler(LabelerConfig(backend="vllm", model=eng.model_id, device="cpu"), "text", LABELS,
+                              eng, 0, adapter="labeler")
+    parts = [prompts.label_prompt("text", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, LABELS) for c in clips]
+    texts = [eng.processor.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                               tokenize=False) for p in parts]
+    flat = [i for g in with_adapter.scorer.letter_ids for i in g]
+    got = run_sync(eng.token_logprobs([Prompt(p, adapter="labeler") for p in parts], flat))
+    ref = hf_next_token_logprobs(peft_model, eng.tokenizer, texts)
+    np.testing.assert_allclose(got, ref[:, flat], atol=2e-3)
+    base = logprobs(engine, parts, flat)
+    assert np.abs(got - base).max() > 0.05  # the adapter moves the numbers: the check is not vacuous
+    np.testing.assert_allclose(logprobs(eng, parts, flat), base, atol=1e-3)  # no adapter asked: the base model
+    p_adapter = np.stack([r.probs for r in score(with_adapter, clips)])
+    p_base = np.stack([r.probs for r in score(labeler(engine), clips)])
+    assert np.abs(p_adapter - p_base).max() > 1e-3
+
+
 def test_describer_generates_like_transformers(engine, hf_lm):
     """The describer's generation path, with text-only prompts (a gap without frames):
     greedy continuations, with the model's repetition penalty, match transformers'."""
