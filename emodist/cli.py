@@ -236,7 +236,9 @@ def eval_(
         _fail(str(exc))
     typer.echo(result.format_table())
     if report is not None:
-        typer.echo(f"report: {write_report(result, report)}")
+        md = write_report(result, report)
+        pictures = sorted(p.name for p in md.parent.glob("*.png"))
+        typer.echo(f"report: {md}" + (f" (pictures beside it: {', '.join(pictures)})" if pictures else ""))
 
 
 @app.command()

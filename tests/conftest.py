@@ -154,13 +154,10 @@ SMALL = ("decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def small_config(*overrides: str):
-    """The default config with resources that fit 2 CPUs."""
-    return load_config(None, [*SMALL, *overrides])
-
-
 def tiny_config(*overrides: str):
-    """The tiny random VLM (configs/tiny-vlm.yaml: exercises the VLM machinery) on 2 CPUs."""
+    """The tiny random VLM (configs/tiny-vlm.yaml: exercises the VLM machinery) on 2 CPUs:
+    what the pipeline tests run. (The default labeler is the specialist, which finds no
+    face in synthetic clips; tests/test_specialist_pipeline.py runs it on real footage.)"""
     return load_config(CONFIGS / "tiny-vlm.yaml", [*SMALL, *overrides])
 
 

@@ -54,10 +54,10 @@ class S3:
         return self.server.fs()
 
     def config(self, *overrides: str):
-        """small_config pointed at this server (credentials come from the environment)."""
-        from tests.conftest import small_config
+        """tiny_config pointed at this server (credentials come from the environment)."""
+        from tests.conftest import tiny_config
 
-        return small_config(f"storage.endpoint_url={self.endpoint}", "storage.region=us-east-1",
+        return tiny_config(f"storage.endpoint_url={self.endpoint}", "storage.region=us-east-1",
                             "storage.retries=1", *overrides)
 
 

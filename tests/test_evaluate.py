@@ -244,9 +244,13 @@ def test_a_csv_line_with_an_extra_field_is_counted_with_its_file_and_line_not_fa
 
     m = tmp_path / "m.csv"
     m.write_text("uri,label,clip_id\na.mp4,happy,a\nb.mp4,sad,b,extra\nc.mp4,sad,c\n")
-    res = CliRunner().invoke(app, ["eval", "--predictions", str(m), "--labels", str(m), "--bootstrap", "0"])
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(m), "--labels", str(m), "--bootstrap", "0",
+                                   "--report", str(tmp_path / "report")])
     assert res.exit_code == 0, res.output
     assert "CSV parse error" not in res.output
+    # the report's pictures are named where the user looks
+    assert (f"report: {tmp_path / 'report' / 'report.md'} (pictures beside it: confusion.png, "
+            "recall_vs_frequency.png)") in res.output
     assert res.output.startswith(f"2 clips scored on 7 classes ({m})\n")
     line = f"{m}: line 3: expected 3 fields (uri,label,clip_id), found 4; quote fields that contain commas"
     assert f"  problem unreadable_manifest_lines: 1 (manifest line that does not parse; not scored) e.g. {line}\n" in res.output

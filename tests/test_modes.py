@@ -6,7 +6,7 @@ import pytest
 from emodist import pipeline
 from emodist import schema as col
 from emodist.models.prompts import PROMPT_VERSION
-from tests.conftest import small_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def three_clips(clips_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["sparse", "msce", "dense", "text"])
 def test_each_mode_writes_its_mode_version_and_both_distributions(ray_local, tiny_vlm, clips_dir, three_clips, tmp_path, mode):
-    cfg = small_config(f"mode={mode}", "plan.sparse_fps=2", "plan.dense_max_frames=12", "labeler.debias=contextual",
+    cfg = tiny_config(f"mode={mode}", "plan.sparse_fps=2", "plan.dense_max_frames=12", "labeler.debias=contextual",
                        f"input.root={clips_dir}")
     summary = pipeline.run(cfg, str(three_clips), str(tmp_path), progress=False)
     assert (summary.labeled, summary.failed) == (3, 0)

@@ -9,8 +9,11 @@ from typer.testing import CliRunner
 from emodist import schema as col
 from emodist.cli import app
 from emodist.io.detect import list_clips
+from tests.conftest import CONFIGS
 
-SMALL = ["--set", "decode.num_cpus=0.5", "--set", "describer.num_cpus=0.5", "--set", "labeler.num_cpus=0.5"]
+# The tiny random VLM (the default labeler, the specialist, finds no face in synthetic clips).
+SMALL = ["--config", str(CONFIGS / "tiny-vlm.yaml"),
+         "--set", "decode.num_cpus=0.5", "--set", "describer.num_cpus=0.5", "--set", "labeler.num_cpus=0.5"]
 
 
 @pytest.fixture(scope="module")

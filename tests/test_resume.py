@@ -4,7 +4,7 @@ import shutil
 import pyarrow.dataset as pads
 
 from emodist import pipeline
-from tests.conftest import rows_by_clip, small_config
+from tests.conftest import rows_by_clip, tiny_config
 
 
 def manifest(path, uris):
@@ -16,7 +16,7 @@ def test_rerun_skips_finished_clips_and_writes_none_twice(ray_local, tiny_vlm, c
     uris = [str(clips_dir / f"clip_{i:05d}.mp4") for i in range(6)]
     out = tmp_path / "out"
     # ids relative to the clips' folder (input.root), as a dataset's manifests have them
-    cfg = small_config("mode=sparse", "run.part_rows=2", "run.object_store_mb=64", f"input.root={clips_dir}")
+    cfg = tiny_config("mode=sparse", "run.part_rows=2", "run.object_store_mb=64", f"input.root={clips_dir}")
     first = pipeline.run(cfg, manifest(tmp_path / "a.csv", uris[:2]), str(out), progress=False)
     assert (first.labeled, first.skipped_done) == (2, 0)
     limits = ray_local.data.DataContext.get_current().execution_options.resource_limits
@@ -36,7 +36,7 @@ def test_retry_failures_reruns_only_failed_clips_and_counts_attempts(ray_local, 
     for p in [clips_dir / "clip_00000.mp4", bad_files["zero"], bad_files["text"]]:
         shutil.copy(p, src / p.name)
     out = tmp_path / "out"
-    cfg = small_config("mode=sparse")
+    cfg = tiny_config("mode=sparse")
     s = pipeline.run(cfg, str(src), str(out), progress=False)
     assert (s.labeled, s.failed) == (1, 2)
     shutil.copy(clips_dir / "clip_00001.mp4", src / "zero.mp4")  # the user fixes one file
@@ -51,7 +51,7 @@ def test_retry_failures_reruns_only_failed_clips_and_counts_attempts(ray_local, 
 
 def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm, clips_dir, tmp_path, inject):
     marker = inject("label", "exit", after=1)
-    cfg = small_config("mode=sparse", "labeler.batch_size=2", "decode.batch_size=2")
+    cfg = tiny_config("mode=sparse", "labeler.batch_size=2", "decode.batch_size=2")
     s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
     assert marker.exists()  # the fault really fired
     assert (s.labeled, s.failed) == (10, 0)
@@ -61,7 +61,7 @@ def test_actor_that_dies_is_restarted_and_its_clips_retried(ray_local, tiny_vlm,
 
 def test_model_call_that_raises_fails_no_clip_silently(ray_local, tiny_vlm, clips_dir, tmp_path, inject):
     marker = inject("label", "raise")
-    cfg = small_config("mode=sparse")
+    cfg = tiny_config("mode=sparse")
     s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
     assert marker.exists()
     rows = rows_by_clip(tmp_path / "out")
@@ -74,7 +74,7 @@ def test_an_engine_that_dies_mid_batch_loses_no_clip_and_fails_none(ray_local, t
     flight: the actor exits, Ray restarts it and retries its batches; every clip gets
     its prediction and none is marked failed for the engine's death."""
     marker = inject("describe", "engine_dead", after=2)
-    cfg = small_config("mode=msce", "labeler.batch_size=2", "decode.batch_size=2", "labeler.batches_in_flight=2")
+    cfg = tiny_config("mode=msce", "labeler.batch_size=2", "decode.batch_size=2", "labeler.batches_in_flight=2")
     s = pipeline.run(cfg, str(clips_dir / "manifest.csv"), str(tmp_path / "out"), progress=False)
     assert marker.exists()  # the engine really died
     assert (s.labeled, s.failed) == (10, 0)

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import stage_rows
+
+from tests.conftest import CONFIGS, stage_rows
 from tests.conftest_s3 import DATA_BUCKET, LOCKED_BUCKET, OUT_BUCKET, PUBLIC_BUCKET, S3, S3_KEY, S3_SECRET
 
 from emodist import carry
@@ -150,9 +151,9 @@ def test_profile_and_standard_variables(s3, monkeypatch, tmp_path, clips_dir):
     monkeypatch.setenv("AWS_PROFILE", "lab")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
-    from tests.conftest import small_config
+    from tests.conftest import tiny_config
 
-    rows = list(open_source(f"s3://{DATA_BUCKET}/prof", small_config()).rows())
+    rows = list(open_source(f"s3://{DATA_BUCKET}/prof", tiny_config()).rows())
     assert [r[col.CLIP_ID] for r in rows] == ["b"]
 
 
@@ -315,7 +316,7 @@ def runs(ray_local, tiny_vlm, s3, format_data, s3_formats, tmp_path_factory):
     )
     overrides = [f"storage.endpoint_url={s3.endpoint}", "storage.region=us-east-1", "storage.retries=1",
                  "mode=sparse", "decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5"]
-    sets = [a for o in overrides for a in ("--set", o)]
+    sets = ["--config", str(CONFIGS / "tiny-vlm.yaml"), *(a for o in overrides for a in ("--set", o))]
     inputs = {
         "reference": (str(ref_manifest), str(work / "reference-out")),
         # videos and frame folders side by side: one listing finds both kinds

@@ -60,6 +60,24 @@ def test_bad_training_manifests_are_refused_naming_the_clip_or_class(train_clips
     assert not (tmp_path / "o3" / "examples").exists()  # refused before any clip was decoded
 
 
+def test_the_ray_job_entrypoint_refuses_a_bad_manifest_with_exit_2(train_clips, tmp_path, capsys):
+    """ray_jobs/finetune.py (what `ray job submit` runs): the same checks, one line on
+    stderr, exit 2, nothing trained."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ft_job", ROOT / "ray_jobs" / "finetune.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    bad = train_clips.parent / "joyful.csv"
+    bad.write_text("uri,label\nclip_00000.mp4,joyful\n")
+    code = job.main(["--config", str(ROOT / "configs" / "tiny-vlm.yaml"), "--train", str(bad),
+                     "--output", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "clip 'clip_00000' is labeled 'joyful'" in err
+    assert not (tmp_path / "o" / "adapter").exists()
+
+
 def _metrics(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(s) for s in path.read_text().splitlines()] if path.exists() else []
@@ -136,3 +154,24 @@ def test_the_trained_adapter_changes_the_distributions_and_labels_every_clip(tra
     assert summary.labeled == 16 and summary.failed == 0
     models = set(pads.dataset(tmp_path / "labeled" / "predictions").to_table().column("labeler_model").to_pylist())
     assert models == {f"builtin:tiny-vlm+adapter:{out / 'adapter'}"}
+
+
+def test_checkpoints_and_adapter_on_s3_and_a_finished_run_is_not_trained_again(train_clips, s3, ray_local):
+    """OUT on object storage (SeaweedFS): Ray Train's checkpoints, metrics.jsonl and the
+    adapter land under s3://; the same command again finds every epoch done."""
+    from emodist.finetune.job import finetune, read_metrics
+
+    cfg = s3.config("labeler.backend=transformers", "labeler.model=builtin:tiny-vlm", "mode=sparse",
+                    "decode.width=64", "decode.height=64", "finetune.batch_size=8", "finetune.epochs=1")
+    out = "s3://emodist-out/finetune/run1"
+    first = finetune(cfg, str(train_clips), out)
+    assert (first.epochs, first.steps, first.examples) == (1, 2, 16)
+    fs = s3.admin
+    assert fs.exists("emodist-out/finetune/run1/adapter/adapter_model.safetensors")
+    meta = json.loads(fs.cat_file("emodist-out/finetune/run1/adapter/emodist_adapter.json"))
+    assert meta["steps"] == 2 and meta["fingerprint"]
+    assert [m["epoch"] for m in read_metrics(out, cfg)] == [0]
+    assert any("checkpoint" in p for p in fs.ls("emodist-out/finetune/run1/train"))
+    again = finetune(cfg, str(train_clips), out)
+    assert (again.epochs, again.steps) == (1, 2) and [m["epoch"] for m in read_metrics(out, cfg)] == [0]
+    assert json.loads(fs.cat_file("emodist-out/finetune/run1/adapter/emodist_adapter.json"))["fingerprint"] == meta["fingerprint"]

@@ -4,7 +4,7 @@ import numpy as np
 from emodist import schema as col
 from emodist.stages.decode import DecodeStage
 from emodist.stages.face import FaceStage
-from tests.conftest import small_config
+from tests.conftest import tiny_config
 
 
 def run_stages(cfg, uris):
@@ -14,7 +14,7 @@ def run_stages(cfg, uris):
 
 
 def test_crops_the_face_and_fails_a_clip_without_one(fetched):
-    cfg = small_config("mode=sparse", "plan.sparse_fps=0.5", "decode.width=640", "decode.height=360",
+    cfg = tiny_config("mode=sparse", "plan.sparse_fps=0.5", "decode.width=640", "decode.height=360",
                        "face.enabled=true", "face.size=112")
     out = run_stages(cfg, [fetched["pexels_video"], fetched["no_face_video"]])
     assert out[col.FRAMES][0].shape[1:] == (112, 112, 3)
@@ -24,7 +24,7 @@ def test_crops_the_face_and_fails_a_clip_without_one(fetched):
 
 
 def test_flag_mode_keeps_the_whole_frame_and_records_no_face(fetched):
-    cfg = small_config("mode=sparse", "plan.sparse_fps=0.5", "face.enabled=true", "face.on_missing=flag")
+    cfg = tiny_config("mode=sparse", "plan.sparse_fps=0.5", "face.enabled=true", "face.on_missing=flag")
     out = run_stages(cfg, [fetched["no_face_video"]])
     assert out[col.ERROR_STAGE][0] == "" and out[col.FACE_RATIO][0] == 0
     assert out[col.FRAMES][0].shape[1:] == (224, 224, 3)  # uncropped
