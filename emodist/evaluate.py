@@ -150,26 +150,14 @@ def _csv_lines(data: bytes, uri: str, bad: list[str]) -> pa.Table:
         header = [h.strip() for h in next(reader)]
     except (StopIteration, csv.Error) as exc:
         raise EvalInputError(f"{uri}: line 1: the header does not parse as CSV ({exc}); fix the file") from None
+    from emodist.io.manifests import csv_lines
+
     cells: list[list[str]] = []
-    last = reader.line_num
-    while True:
-        start = last + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            last = reader.line_num
-            bad.append(f"{name}: line {start}: does not parse as CSV ({exc}); fix the quoting")
-            continue
-        last = reader.line_num
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            bad.append(f"{name}: line {start}: expected {len(header)} fields ({','.join(header)}), "
-                       f"found {len(row)}; quote fields that contain commas")
-            continue
-        cells.append(row)
+    for _, row, problem in csv_lines(reader, header):
+        if problem:
+            bad.append(f"{name}: {problem}")
+        else:
+            cells.append(row)
     return pa.table({h: pa.array([r[k] for r in cells], pa.string()) for k, h in enumerate(header)})
 
 

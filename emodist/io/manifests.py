@@ -128,6 +128,32 @@ def manifest_rows(uri: str, cfg, kind: str | None = None) -> Iterator[dict]:
             yield from _split_rows(text, uri, base, cfg.labels)
 
 
+def csv_lines(reader, header: list[str]) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line number, fields, None) for each non-blank line after the header of a
+    `csv.reader`, or (line number, None, the problem and its fix) for a line that does not
+    parse or has another number of fields than the header: one bad line never stops the
+    others. Line numbers count physical lines (a quoted field may span several)."""
+    last = reader.line_num
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            last = reader.line_num
+            yield start, None, f"line {start}: does not parse as CSV ({exc}); fix the quoting"
+            continue
+        last = reader.line_num
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            yield start, None, (f"line {start}: expected {len(header)} fields ({','.join(header)}), found {len(row)}; "
+                                "quote fields that contain commas")
+            continue
+        yield start, row, None
+
+
 def _csv_rows(text, uri: str, base: str) -> Iterator[dict]:
     name = rows.name_of(uri)
     reader = csv.reader(text)
@@ -144,26 +170,9 @@ def _csv_rows(text, uri: str, base: str) -> Iterator[dict]:
     iu = header.index(col.URI)
     ic = header.index(col.CLIP_ID) if col.CLIP_ID in header else None
     il = header.index(LABEL) if LABEL in header else None
-    last = reader.line_num
-    while True:
-        start = last + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            last = reader.line_num
-            yield rows.fail(f"{name}:{start}", uri, f"line {start}: does not parse as CSV ({exc}); fix the quoting")
-            continue
-        last = reader.line_num
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            yield rows.fail(
-                f"{name}:{start}", uri,
-                f"line {start}: expected {len(header)} fields ({','.join(header)}), found {len(row)}; "
-                "quote fields that contain commas",
-            )
+    for start, row, problem in csv_lines(reader, header):
+        if problem:
+            yield rows.fail(f"{name}:{start}", uri, problem)
             continue
         u = row[iu].strip()
         if not u:
