@@ -135,6 +135,9 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
     ft = cfg.finetune
     fs, root = storage.filesystem(output_uri, cfg)
     resources = {"CPU": ft.cpus_per_worker, **({"GPU": ft.gpus_per_worker} if ft.gpus_per_worker else {})}
+    # emodist's own local Ray has no dashboard, hence no state API, and Ray Train's
+    # placement-group cleaner then warns about it every second: errors only there.
+    local = not (cfg.run.ray_address or os.environ.get("RAY_ADDRESS"))
     trainer = TorchTrainer(
         train.train_loop,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "classes": examples.classes.tolist(),
@@ -144,7 +147,8 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
         # The same name and storage each time: Ray Train resumes from the run's last checkpoint.
         run_config=ray.train.RunConfig(name="train", storage_path=root,
                                        storage_filesystem=storage.pyarrow_filesystem(fs),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       logging_config=ray.train.LoggingConfig(log_level="ERROR" if local else "WARNING")),
         datasets=epoch_datasets(examples, samples, cfg),
     )
     return trainer.fit()

@@ -129,6 +129,9 @@ def train_loop(config: dict) -> None:
     from emodist import sampling
     from emodist.models.scoring import PermutationScorer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Writing model shards" bar per checkpoint, in this worker only
     cfg = Config.model_validate(config["cfg"])
     ft, names = cfg.finetune, cfg.label_names
     ctx = ray.train.get_context()
@@ -178,7 +181,7 @@ def train_loop(config: dict) -> None:
             step += 1
             seen += len(rows)
             correct += right
-            loss_sum += float(loss) * len(rows)
+            loss_sum += float(loss.detach()) * len(rows)
         kind, progress = sampling.epoch_strategy(ft.strategy, epoch, ft.epochs, ft.decoupled_instance_epochs)
         shares = sampling.class_shares(classes, copies, len(names))
         metrics = {"epoch": epoch, "step": step, "strategy": kind, "progress": progress,
