@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import platform
 import statistics
@@ -71,7 +72,8 @@ def scores(result, rare: list[str]) -> dict:
             "pred_share": {c.label: round(c.pred_share, 4) for c in result.per_class}}
 
 
-def one(strategy: str, seed: int, sets: list[str], train: Path, test: Path, work: Path, rare: list[str]) -> dict:
+def one(strategy: str, seed: int, sets: list[str], train: Path, test: Path, work: Path, rare: list[str],
+        config: Path = CONFIG) -> dict:
     """Train (or reuse) one strategy and seed, label the test set with it, score it."""
     from emodist.config import load_config
     from emodist.evaluate import evaluate
@@ -80,14 +82,15 @@ def one(strategy: str, seed: int, sets: list[str], train: Path, test: Path, work
 
     out = work / "runs" / f"{strategy}-s{seed}"
     trained = strategy != "untrained"  # the base weights, for reference
-    cfg = load_config(CONFIG, [*sets, f"run.seed={seed}", *([f"finetune.strategy={strategy}"] if trained else [])])
+    cfg = load_config(config, [*sets, f"run.seed={seed}", *([f"finetune.strategy={strategy}"] if trained else [])])
     t0 = time.perf_counter()
     if not trained:
         label_cfg = cfg
         metrics = []
     else:
         finetune(cfg, str(train), str(out))
-        label_cfg = load_config(CONFIG, [*sets, f"run.seed={seed}", f"labeler.model={out / 'model'}"])
+        weights = f"labeler.adapter={out / 'adapter'}" if cfg.finetune.method == "lora" else f"labeler.model={out / 'model'}"
+        label_cfg = load_config(config, [*sets, f"run.seed={seed}", weights])
         metrics = read_metrics(str(out), cfg)
     trained_s = time.perf_counter() - t0
     labeled = out / "test"
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default="untrained,instance,sqrt,balanced,decoupled")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--config", default=str(CONFIG), help="the labeler to train (default: the tiny random VLM)")
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides, e.g. finetune.method=lora")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "emodist" / "bench-finetune"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"finetune-balance-{time.strftime('%Y-%m-%d')}.md"))
     args = ap.parse_args(argv)
@@ -154,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     sets = ["mode=sparse", "plan.sparse_fps=4", "decode.width=64", "decode.height=64", "run.num_cpus=2",
             "finetune.method=full", f"finetune.epochs={args.epochs}", f"finetune.lr={args.lr}",
             "finetune.batch_size=16", f"finetune.examples_dir={work / 'examples'}",
-            "finetune.cpus_per_worker=1", "finetune.permute_options=false"]
+            "finetune.cpus_per_worker=1", "finetune.permute_options=false", *args.set]
     t0 = time.perf_counter()
-    rows = [one(s, seed, sets, train, test, work / f"e{args.epochs}-lr{args.lr}-n{args.train}", rare)
-            for s in strategies for seed in seeds]
+    # Finished runs are reused by settings: another config or --set gets its own folder.
+    tag = hashlib.sha256("\n".join([args.config, *args.set]).encode()).hexdigest()[:8]
+    runs = work / f"e{args.epochs}-lr{args.lr}-n{args.train}-{tag}"
+    rows = [one(s, seed, sets, train, test, runs, rare, Path(args.config)) for s in strategies for seed in seeds]
     md = table(rows, strategies, rare)
     header = (f"# Balanced fine-tuning on synthetic clips ({time.strftime('%Y-%m-%d')})\n\n"
               f"Measured on {platform.node()} ({platform.machine()}, 2 CPUs for Ray), "

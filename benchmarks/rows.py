@@ -46,15 +46,17 @@ def _side(manifest: str, out: str) -> dict:
 
     import threading
 
-    # RSS counts the object store's shared pages the driver has read (they grow with how
-    # far the read tasks ran ahead); RssAnon (Linux) is the driver's own heap.
-    peak_anon, done = [0], threading.Event()
+    # RSS counts the object store's shared pages the driver has read (RssShmem: every
+    # page of a block it read stays counted while Ray maps the store); RssAnon (Linux) is
+    # the driver's own heap.
+    peak_anon, peak_shmem, done = [0], [0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.25):
             with open("/proc/self/status") as f:
-                kib = next(int(ln.split()[1]) for ln in f if ln.startswith("RssAnon:"))
-            peak_anon[0] = max(peak_anon[0], kib * 1024)
+                kib = {ln.split(":")[0]: int(ln.split()[1]) for ln in f if ln.startswith(("RssAnon:", "RssShmem:"))}
+            peak_anon[0] = max(peak_anon[0], kib.get("RssAnon", 0) * 1024)
+            peak_shmem[0] = max(peak_shmem[0], kib.get("RssShmem", 0) * 1024)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -68,7 +70,7 @@ def _side(manifest: str, out: str) -> dict:
     return {"wall_s": wall, "labeled": s.labeled, "failed": s.failed, "skipped": s.skipped_done,
             "stage_busy_s": round(sum(busy.values()), 3), "stage_seconds": busy,
             "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "driver_peak_anon_mib": peak_anon[0] / 2**20}
+            "driver_peak_anon_mib": peak_anon[0] / 2**20, "driver_peak_shmem_mib": peak_shmem[0] / 2**20}
 
 
 def side(tree: Path, manifest: Path, out: Path) -> dict:
@@ -113,7 +115,7 @@ def cases(work: Path, rows: int, big: int, before_rows: int) -> dict:
     from benchmarks.decode_ab import worktree
 
     out = {}
-    before = worktree(BEFORE_COMMIT)
+    before = worktree(BEFORE_COMMIT) if before_rows else None  # --before-rows 0: no worktree at all
     fixed = _fixed(ROOT, work, "after")
     out[f"after {rows:,}"] = measure(ROOT, missing_manifest(work / f"m{rows}.csv", rows), work, f"after{rows}", fixed)
     out[f"after {big:,}"] = measure(ROOT, missing_manifest(work / f"m{big}.csv", big), work, f"after{big}", fixed)
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>18s}: {m['rows_per_s']:9,.0f} rows/s ({m['marginal_rows_per_s']:,.0f} beyond start-up)  "
               f"{m['skips_per_s']:9,.0f} skips/s ({m['marginal_skips_per_s']:,.0f})  "
               f"driver peak RSS {m['first']['driver_peak_rss_mib']:5.0f} MiB, anon {m['first']['driver_peak_anon_mib']:5.0f} "
+              f"shmem {m['first'].get('driver_peak_shmem_mib', float('nan')):4.0f} "
               f"(resume {m['resume']['driver_peak_rss_mib']:.0f}/{m['resume']['driver_peak_anon_mib']:.0f})  "
               f"wall {m['first']['wall_s']:.1f} s, stages busy {m['first']['stage_busy_s']:.1f} s")
     print(json.dumps(found, indent=1, default=float))
