@@ -187,12 +187,13 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
                 return _finish(summary, output_uri, t0, cfg)
             clips, total = resume.retry_dataset(aside, cfg, state.done_ref), resume.count_rows(aside, cfg)
         else:
-            clips, total = source.dataset(state.done_ref), source.count
+            clips, total = source.dataset(state.done_ref), source.count()
         committer = Committer(output_uri, cfg, digest, run_id)
         try:
             with _progress(progress, total) as advance:
                 for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
-                    advance(*committer.add(batch))
+                    skipped = committer.counts.skipped
+                    advance(*committer.add(batch), committer.counts.skipped - skipped)
                     if lease.lost.is_set():
                         raise RunStopped(f"{storage.scrub(output_uri)}: another run took over this output's lease; "
                                          "this run stopped (its committed parts are kept)")
@@ -228,7 +229,7 @@ class _progress:
 
     def __enter__(self):
         if not self.enabled:
-            return lambda ok, failed: None
+            return lambda ok, failed, skipped=0: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("labeling"), BarColumn(), MofNCompleteColumn(),
@@ -238,11 +239,13 @@ class _progress:
         task = self.bar.add_task("run", total=self.total, failed=0, rate="")
         start, state = time.perf_counter(), {"failed": 0, "done": 0}
 
-        def advance(ok: int, failed: int) -> None:
+        def advance(ok: int, failed: int, skipped: int = 0) -> None:
+            """Clips labeled, failed, and skipped as already done (these move the bar
+            towards its total but not the rate)."""
             state["failed"] += failed
             state["done"] += ok + failed
             rate = state["done"] / max(time.perf_counter() - start, 1e-9)
-            self.bar.update(task, advance=ok + failed, failed=state["failed"], rate=f"{rate:.2f} clips/s")
+            self.bar.update(task, advance=ok + failed + skipped, failed=state["failed"], rate=f"{rate:.2f} clips/s")
 
         return advance
 

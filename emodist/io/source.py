@@ -12,6 +12,7 @@ benchmarks/RESULTS.md). Tar shards carry the clips' bytes and keep Ray's default
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ READ_NUM_CPUS = 0.25
 # of the decode pool. These rows are a few hundred bytes, so thousands of clips ahead
 # cost little; Ray's own file-listing operator turns the limit off altogether.
 LISTING_AHEAD_BLOCKS = 1024
+# The progress bar's total: local inputs are listed once in the driver when that takes
+# less than this (a folder or manifest of tens of thousands of clips).
+COUNT_BUDGET_S = 1.0
 
 RowGenerator = Callable[[], Iterator[dict]]
 
@@ -48,10 +52,22 @@ class ClipSource:
     pattern: str | None = None
     table: pa.Table | None = None
 
-    @property
-    def count(self) -> int | None:
-        """Number of clips when known before reading (small inputs), else None."""
-        return self.table.num_rows if self.table is not None else None
+    def count(self, budget_s: float = COUNT_BUDGET_S) -> int | None:
+        """Number of clips (rows the run will give, failures included) when it can be
+        known cheaply: a table's rows; local folders and manifests listed in the driver
+        within `budget_s`; else None (the progress bar then shows no total). Object
+        storage and tar shards are not listed twice."""
+        if self.table is not None:
+            return self.table.num_rows
+        if self.format == "webdataset" or not all(storage.is_local(u) for u in (self.files or [self.uri])):
+            return None
+        deadline, n = time.monotonic() + budget_s, 0
+        for make_rows, _ in self.row_generators():
+            for _ in make_rows():
+                n += 1
+                if n % 512 == 0 and time.monotonic() > deadline:
+                    return None
+        return n
 
     def row_generators(self) -> list[tuple[RowGenerator, str]]:
         """(picklable generator of SOURCE rows, name) per read task."""

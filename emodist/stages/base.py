@@ -75,7 +75,9 @@ def mark_failed(batch: Batch, i: int, stage: str, exc: BaseException) -> None:
 
     uri = batch[col.URI][i]
     batch[col.ERROR_MESSAGE][i] = message = scrub(f"{stage}: {uri}: {msg}")  # no credentials in rows
-    log.warning("%s", message)
+    # A bad clip is a failure row, counted in the summary and listed by `emodist show`: not
+    # a console line per clip. An unexpected error may be a bug: that one is said.
+    log.log(logging.INFO if isinstance(exc, ClipError) else logging.WARNING, "%s", message)
 
 
 def in_ray_actor() -> bool:

@@ -45,11 +45,25 @@ def test_the_driver_reads_one_page_of_a_large_folder_not_the_listing(tmp_path, m
 
     monkeypatch.setattr(walk, "iter_files", counting)
     src = detect.open_source(str(tmp_path))
-    assert src.format == "listing" and src.count is None
+    assert src.format == "listing"
     assert len(consumed) <= detect.PEEK_ITEMS
     consumed.clear()
     assert sum(1 for _ in src.rows()) == detect.PEEK_ITEMS + 500
     assert len(consumed) == detect.PEEK_ITEMS + 500
+    # the progress bar's total: counted in the driver when it takes under the budget
+    assert src.count() == detect.PEEK_ITEMS + 500
+    assert src.count(budget_s=0.0) is None  # over the budget: no total, no second full listing
+
+
+def test_a_manifest_is_counted_with_its_bad_lines_and_object_storage_is_not_listed_twice(tmp_path):
+    from emodist.io import detect
+    from emodist.io.source import ClipSource
+
+    m = tmp_path / "m.csv"
+    m.write_text("uri,label\na.mp4,happy\nb.mp4,sad,extra\n\nc.mp4,sad\n")
+    assert detect.open_source(str(m)).count() == 3  # a line that does not parse is a failure row, counted
+    remote = ClipSource("s3://bucket/m.csv", "manifest", load_config(), files=["s3://bucket/m.csv"])
+    assert remote.count() is None  # refused before any request (no such bucket is reachable here)
 
 
 def test_formats_are_detected_from_suffixes_and_content(tmp_path):
