@@ -61,24 +61,37 @@ class Committer:
             constants[col.FACE_RATIO] = float("nan")
         preds = col.table_of(col.PREDICTIONS, batch, np.flatnonzero(stages == ""), constants)
         fails = self._failures_of(batch, np.flatnonzero(failed))
-        if carried_rows.any():
-            carried, skipped, duplicates = carry.unpack(batch)
-            self.counts.skipped += skipped
-            self.counts.duplicates += duplicates
-            fails = pa.concat_tables([fails, self._carried(carried)])
         preds, conflicts = self._fresh(preds)
-        fails, more = self._fresh(fails)
-        fails = pa.concat_tables([fails, *conflicts, *more]) if conflicts or more else fails
         self.preds.add(preds)
-        self.fails.add(fails)
-        for stage, n in zip(*np.unique(np.asarray(fails.column(col.ERROR_STAGE).to_pylist(), dtype=object),
-                                       return_counts=True)) if fails.num_rows else ():
-            self.counts.failures_by_stage[stage] = self.counts.failures_by_stage.get(stage, 0) + int(n)
+        self.counts.labeled += preds.num_rows
+        failed_rows = self._commit_failures(fails, conflicts)
+        # Carriers one at a time: a batch of carriers holds up to decode.batch_size x
+        # CARRY_ROWS failed rows; unpacked together they were the driver's peak heap.
+        if carried_rows.any():
+            for carried, skipped, duplicates in carry.carried(batch):
+                self.counts.skipped += skipped
+                self.counts.duplicates += duplicates
+                failed_rows += self._commit_failures(self._carried(carried))
+                del carried
         for s in self.counts.busy_s:
             self.counts.busy_s[s] += float(np.sum(batch.get(f"t_{s}_s", 0.0)))
-        self.counts.labeled += preds.num_rows
+        return preds.num_rows, failed_rows
+
+    def _commit_failures(self, fails: pa.Table, conflicts: list[pa.Table] = ()) -> int:
+        """Commit the failure rows this run has not written yet, and `conflicts` (the
+        prediction rows' own, already checked); how many rows it added."""
+        fails, more = self._fresh(fails)
+        if conflicts or more:
+            fails = pa.concat_tables([fails, *conflicts, *more])
+        # All that is waiting goes out as one part once part_rows wait: a carrier's 4,096
+        # rows are one part, not 16 (a crash still loses at most what one batch brought).
+        self.fails.add(fails, whole=True)
+        if fails.num_rows:
+            for stage, n in zip(*np.unique(np.asarray(fails.column(col.ERROR_STAGE).to_pylist(), dtype=object),
+                                           return_counts=True)):
+                self.counts.failures_by_stage[stage] = self.counts.failures_by_stage.get(stage, 0) + int(n)
         self.counts.failed += fails.num_rows
-        return preds.num_rows, fails.num_rows
+        return fails.num_rows
 
     def close(self) -> None:
         """Commit what is buffered; leave a schema-only part where a folder has none."""

