@@ -235,13 +235,20 @@ class _progress:
         self.bar = Progress(TextColumn("labeling"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[rate]}"),
                             TimeRemainingColumn())
-        self.bar.start()
         task = self.bar.add_task("run", total=self.total, failed=0, rate="")
-        start, state = time.perf_counter(), {"failed": 0, "done": 0}
+        start, state = time.perf_counter(), {"failed": 0, "done": 0, "shown": False}
+        # Ray's C++ core worker writes its own lines to stderr while the stage actors start;
+        # the bar appears with the first finished batch, so none of them lands on it.
+        what = f"{self.total} clips" if self.total is not None else "the clips"
+        self.bar.console.print(f"labeling {what}: starting the stage actors ...", highlight=False)
+        self.state = state
 
         def advance(ok: int, failed: int, skipped: int = 0) -> None:
             """Clips labeled, failed, and skipped as already done (these move the bar
             towards its total but not the rate)."""
+            if not state["shown"]:
+                self.bar.start()
+                state["shown"] = True
             state["failed"] += failed
             state["done"] += ok + failed
             rate = state["done"] / max(time.perf_counter() - start, 1e-9)
@@ -250,6 +257,6 @@ class _progress:
         return advance
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.enabled and self.state["shown"]:
             self.bar.stop()
         return False
