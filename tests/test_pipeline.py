@@ -78,3 +78,15 @@ def test_bad_config_key_exits_nonzero_with_one_line(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["run", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and "no such folder, glob or manifest" in res.output
+
+
+def test_the_progress_bar_waits_for_the_first_batch_and_knows_its_total(capsys):
+    """Ray prints its own lines while the stage actors start: the bar is drawn only from
+    the first finished batch on, after one line that says what is happening."""
+    from emodist.pipeline import _progress
+
+    with _progress(True, 30) as advance:
+        assert capsys.readouterr().out == "labeling 30 clips: starting the stage actors ...\n"
+        advance(3, 1, 2)  # labeled, failed, skipped as already done: all move the bar
+    out = capsys.readouterr().out
+    assert "6/30" in out and "1 failed" in out
