@@ -261,6 +261,9 @@ class Config(_Strict):
         if prior is not None and len(prior) != len(names):
             raise ValueError(f"labeler.prior has {len(prior)} values for {len(names)} labels {list(names)}; "
                              "give one probability per label, in label order")
+        if prior is not None and (any(p < 0 for p in prior) or not any(p > 0 for p in prior)):
+            raise ValueError(f"labeler.prior {list(prior)} needs weights >= 0 and at least one above 0 "
+                             "(class shares or counts of the training data, in label order)")
         return self
 
     @property

@@ -33,6 +33,8 @@ def test_yaml_file_and_overrides(tmp_path):
         ("labels=imagenet", "unknown label set 'imagenet'"),
         ("plan.inbetween_per_gap=8", "exceeds keyframe_interval_s"),
         ("decode.width", "expected key=value"),
+        ("labeler.prior=[0, 0, 0, 0, 0, 0, 0]", "labeler.prior [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] needs weights >= 0 and at least one above 0"),
+        ("labeler.prior=[0.5, -0.1, 0.2, 0.1, 0.1, 0.1, 0.1]", "needs weights >= 0"),
     ],
 )
 def test_bad_keys_give_one_line_errors(override, needle):

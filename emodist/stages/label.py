@@ -109,7 +109,11 @@ class _RowDebias:
         self.method = cfg.labeler.debias
         self.cfg, self.labeler = cfg, labeler
         L = len(cfg.label_names)
-        self.prior = np.asarray(cfg.labeler.prior or [1.0 / L] * L, dtype=np.float64)  # length checked in config
+        from emodist import debias
+
+        # A class without training support is floored as `emodist eval` floors it (a 0
+        # would make log(prior) -inf); length and signs are checked in config.
+        self.prior = debias.smooth_prior(cfg.labeler.prior) if cfg.labeler.prior else np.full(L, 1.0 / L)
         self._content_free: dict[tuple, asyncio.Future] = {}
 
     async def content_free(self, clip: ClipInput) -> np.ndarray:

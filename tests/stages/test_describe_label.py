@@ -165,6 +165,20 @@ def test_logit_adjustment_with_a_prior(decoded, describe):
     np.testing.assert_allclose(out[col.PROBS][1], expected / expected.sum(), atol=1e-5)
 
 
+def test_a_prior_with_an_unseen_class_is_floored_as_eval_floors_it(decoded, describe):
+    """A 0 in labeler.prior (a class with no training clips) made log(prior) -inf and
+    failed every clip; it takes the rarest seen class's share, as in `emodist eval`."""
+    cfg, batch = decoded
+    prior = [0.3, 0.2, 0.3, 0.1, 0.05, 0.0, 0.05]
+    cfg = cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"debias": "logit_adjust", "prior": prior})})
+    out = run_sync(label_stage(cfg, describe)(run_sync(describe(dict(batch)))))
+    assert not any(out[col.ERROR_STAGE])
+    raw = np.asarray(out[col.PROBS_RAW][1], dtype=np.float64)
+    floored = np.array([0.3, 0.2, 0.3, 0.1, 0.05, 0.05, 0.05]) / 1.05
+    expected = np.exp(np.log(raw) - np.log(floored))
+    np.testing.assert_allclose(out[col.PROBS][1], expected / expected.sum(), atol=1e-5)
+
+
 def test_free_text_answers_never_crash(decoded, describe):
     cfg, batch = decoded
     cfg = cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"answer_tokens": 4})})
