@@ -114,7 +114,7 @@ def run(
     except RunStopped as exc:
         _fail(str(exc), EXIT_STOPPED)
     if summary.labeled:  # the table first: the summary line stays on screen below it
-        _print_table(Path(output) if "://" not in output else None, output)
+        _print_table(output)
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
         f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
@@ -125,16 +125,22 @@ def run(
         _fail(f"every clip failed ({summary.failed}); see {output}/failures/ for why", EXIT_ALL_FAILED)
 
 
-def _print_table(out: Path | None, output: str, limit: int = 8) -> None:
-    """One line per clip, cut to the terminal's width (a 30-row terminal keeps the summary
-    line in view); `emodist show` has the whole timeline of a clip."""
-    if out is None:
+def _top(row: dict, k: int = 3) -> str:
+    """'happy 0.51, sad 0.34, neutral 0.08': a prediction row's k most probable labels."""
+    top = sorted(zip(row["probs"], row["label_names"]), reverse=True)[:k]
+    return ", ".join(f"{n} {p:.2f}" for p, n in top)
+
+
+def _print_table(output: str, limit: int = 8) -> None:
+    """One line per clip of a local run folder, cut to the terminal's width (a 30-row
+    terminal keeps the summary line in view); `emodist show` has a clip's whole timeline."""
+    if "://" in output:
         return
     import shutil
 
     import pyarrow.dataset as pads
 
-    data = pads.dataset(out / "predictions", format="parquet").to_table(
+    data = pads.dataset(Path(output) / "predictions", format="parquet").to_table(
         columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"])
     width = shutil.get_terminal_size((100, 30)).columns
 
@@ -145,9 +151,7 @@ def _print_table(out: Path | None, output: str, limit: int = 8) -> None:
 
     typer.echo(line("clip", "truth", "label", "top probabilities", "first motion description"))
     for r in data.slice(0, limit).to_pylist():
-        top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
-        typer.echo(line(r["clip_id"], r["ref_label"] or "-", r["label"],
-                        ", ".join(f"{n} {p:.2f}" for p, n in top), (r["descriptions"] or ["-"])[0]))
+        typer.echo(line(r["clip_id"], r["ref_label"] or "-", r["label"], _top(r), (r["descriptions"] or ["-"])[0]))
     if data.num_rows > limit:
         typer.echo(f"... and {data.num_rows - limit} more in {output}/predictions/ (emodist show {output})")
 
@@ -177,8 +181,7 @@ def show(
         if not table.num_rows:
             _fail(f"{output}: no prediction row for clip {clip!r}; `emodist show {output}` lists the clips")
     for r in table.slice(0, limit if clip is None else table.num_rows).to_pylist():
-        top = sorted(zip(r["probs"], r["label_names"]), reverse=True)[:3]
-        typer.echo(f"{r['clip_id']}: {r['label']} ({', '.join(f'{n} {p:.2f}' for p, n in top)})"
+        typer.echo(f"{r['clip_id']}: {r['label']} ({_top(r)})"
                    + (f", truth {r['ref_label']}" if r.get("ref_label") else ""))
         for (a, b), d in zip(r.get("gap_spans_s") or [], r.get("descriptions") or []):
             typer.echo(f"  {a:6.2f}-{b:6.2f} s  {d}")
@@ -192,12 +195,10 @@ def _print_failures(output: str, cfg, limit: int) -> None:
     import pyarrow.parquet as pq
 
     from emodist import storage
+    from emodist.resume import part_files
 
     fs, root = storage.filesystem(output, cfg)
-    folder = root.rstrip("/") + "/failures"
-    if not fs.isdir(folder):
-        return
-    files = [f for f in sorted(fs.glob(folder + "/*.parquet")) if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+    files = part_files(fs, root.rstrip("/") + "/failures")
     if not files:
         return
     t = pa.concat_tables([pq.read_table(p, filesystem=fs, columns=["clip_id", "error_stage", "error_message"])

@@ -76,8 +76,10 @@ def test_the_run_table_is_one_line_a_clip_within_the_terminal(tmp_path, monkeypa
     from emodist.cli import _print_table
 
     monkeypatch.setenv("COLUMNS", "60")
-    _print_table(_run_folder(tmp_path), "OUT", limit=1)
+    _run_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the folder as a user names it: OUT relative to here
+    _print_table("out", limit=1)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(len(s) <= 60 for s in lines)
     assert lines[1].startswith("a/clip_1") and "sad 0.70" in lines[1]
-    assert lines[2] == "... and 1 more in OUT/predictions/ (emodist show OUT)"
+    assert lines[2] == "... and 1 more in out/predictions/ (emodist show out)"

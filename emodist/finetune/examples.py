@@ -105,9 +105,10 @@ def _descriptions_of(predictions_uri: str, cfg: Config) -> dict[str, tuple[list,
     return {c: (d or [], s or []) for c, d, s in zip(*(t.column(n).to_pylist() for n in t.column_names))}
 
 
-def prepare(cfg: Config, train_uri: str, output_uri: str, descriptions_from: str | None = None) -> Examples:
-    """The training examples of `train_uri`, built (in Ray) or read from the cache."""
-    classes_of = labeled_clips(cfg, train_uri)
+def prepare(cfg: Config, train_uri: str, output_uri: str, classes_of: dict[str, int],
+            descriptions_from: str | None = None) -> Examples:
+    """The training examples of `train_uri` (`classes_of`: its `labeled_clips`), built (in
+    Ray) or read from the cache."""
     cache = storage.absolute(cfg.finetune.examples_dir) if cfg.finetune.examples_dir else posixpath.join(output_uri, "examples")
     folder = posixpath.join(cache, examples_key(cfg, train_uri, descriptions_from))
     fs, root = storage.filesystem(folder, cfg)

@@ -79,6 +79,16 @@ def epoch_samples(classes: np.ndarray, cfg: Config) -> list[np.ndarray]:
         raise ConfigError(f"finetune.strategy={ft.strategy}: {exc}") from None
 
 
+def epoch_draws(classes: np.ndarray, samples: list[np.ndarray], cfg: Config) -> list[dict]:
+    """Per epoch, what the sampler drew (the metrics line's record of it): the examples
+    drawn and each class's share of them. Drawn once, here, for the datasets and the log."""
+    names = cfg.label_names
+    return [{"examples": int(copies.sum()),
+             "class_shares": {n: round(float(s), 4) for n, s in
+                              zip(names, sampling.class_shares(classes, copies, len(names)))}}
+            for copies in samples]
+
+
 def _repeat(batch, copies: np.ndarray):
     """An epoch's rows: each example as many times as the sampler drew it."""
     import pyarrow as pa
@@ -107,9 +117,10 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
     storage.check_writable(output_uri, cfg)
     with Lease(output_uri, cfg, uuid.uuid4().hex[:8]):
         # The sampler's refusals first, by the manifest's labels: before any clip is decoded.
-        epoch_samples(np.asarray(list(ex.labeled_clips(cfg, train_uri).values()), np.int64), cfg)
+        classes_of = ex.labeled_clips(cfg, train_uri)
+        epoch_samples(np.asarray(list(classes_of.values()), np.int64), cfg)
         init_ray(cfg)
-        examples = ex.prepare(cfg, train_uri, output_uri, descriptions_from)
+        examples = ex.prepare(cfg, train_uri, output_uri, classes_of, descriptions_from)
         samples = epoch_samples(examples.classes, cfg)
         counts = np.bincount(examples.classes, minlength=len(cfg.label_names))
         summary.examples, summary.left_out = len(examples.clip_ids), len(examples.left_out)
@@ -140,7 +151,7 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
     local = not (cfg.run.ray_address or os.environ.get("RAY_ADDRESS"))
     trainer = TorchTrainer(
         train.train_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "classes": examples.classes.tolist(),
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "draws": epoch_draws(examples.classes, samples, cfg),
                            "output": output_uri},
         scaling_config=ray.train.ScalingConfig(num_workers=ft.workers, use_gpu=ft.gpus_per_worker > 0,
                                                resources_per_worker=resources),

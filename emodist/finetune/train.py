@@ -157,12 +157,8 @@ def train_loop(config: dict) -> None:
     if optim_state is not None:
         optimizer.load_state_dict(optim_state)
     model = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
-    classes = np.asarray(config["classes"], np.int64)
     for epoch in range(start, ft.epochs):
         t0 = time.perf_counter()
-        copies = sampling.epoch_copies(classes, len(names), ft.strategy, epoch=epoch, epochs=ft.epochs,
-                                       seed=cfg.run.seed, size=ft.epoch_size,
-                                       instance_epochs=ft.decoupled_instance_epochs)
         rng = np.random.default_rng([cfg.run.seed, epoch, rank])
         shard = ray.train.get_dataset_shard(dataset_name(epoch))
         seen = correct = 0
@@ -183,11 +179,10 @@ def train_loop(config: dict) -> None:
             correct += right
             loss_sum += float(loss.detach()) * len(rows)
         kind, progress = sampling.epoch_strategy(ft.strategy, epoch, ft.epochs, ft.decoupled_instance_epochs)
-        shares = sampling.class_shares(classes, copies, len(names))
         metrics = {"epoch": epoch, "step": step, "strategy": kind, "progress": progress,
-                   "examples": int(copies.sum()), "examples_this_worker": seen,
+                   "examples": config["draws"][epoch]["examples"], "examples_this_worker": seen,
                    "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                   "class_shares": {n: round(float(s), 4) for n, s in zip(names, shares)},
+                   "class_shares": config["draws"][epoch]["class_shares"],
                    "seconds": round(time.perf_counter() - t0, 3), "workers": world,
                    "resumed_from_epoch": start - 1 if start and epoch == start else None}
         with tempfile.TemporaryDirectory() as d:
