@@ -3,8 +3,9 @@
 Batches arrive from the last stage with prediction rows, failure rows and carrier rows
 (the failures and counts that skipped the stages, carry.py). Predictions and failures
 are built as Arrow tables from the output schemas (schema.table_of), checked against
-every (clip_id, uri) this run has written (a KeyMap of 64-bit hashes: 16 bytes a clip,
-no Python set), and buffered into atomic parts (writer.py). A clip_id that names two
+every (clip_id, uri) this run has written (64-bit hashes in a DiskKeyMap: on local disk,
+so the driver's memory stays flat however many clips a run writes), and buffered into
+atomic parts (writer.py). A clip_id that names two
 uris in one run fails the later row; a repeated (clip_id, uri) is written once and
 counted as a duplicate.
 """
@@ -42,7 +43,7 @@ class Committer:
                                 run_id=run_id, storage_options=opts)
         self.fails = PartWriter(posixpath.join(output_uri, "failures"), col.FAILURES, cfg.run.part_rows,
                                 run_id=self.preds.run_id, storage_options=opts)
-        self.seen = keys.KeyMap()
+        self.seen = keys.DiskKeyMap()
         self.counts = Counts()
         prompt = PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom"
         self.constants = {col.CONFIG_HASH: digest, col.LABEL_NAMES: list(cfg.label_names),
@@ -92,6 +93,12 @@ class Committer:
                 self.counts.failures_by_stage[stage] = self.counts.failures_by_stage.get(stage, 0) + int(n)
         self.counts.failed += fails.num_rows
         return fails.num_rows
+
+    def __enter__(self) -> Committer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seen.close()  # the run's keys: a scratch file, deleted whether the run ended or not
 
     def close(self) -> None:
         """Commit what is buffered; leave a schema-only part where a folder has none."""

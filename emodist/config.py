@@ -202,6 +202,7 @@ class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address ('auto': the cluster started with `ray start` on this machine); None starts a new local Ray (under `ray job submit`, the job's cluster).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
     part_rows: int = Field(256, ge=1, description="Rows per committed Parquet part (smaller = less lost on a crash).")
+    block_mb: float = Field(4, gt=0, le=1024, description="Ray Data's target block size for this run's dataset (its DataContext.target_max_block_size). A task's output waits until this much has built up: at Ray's default, 128 MiB, the failure rows of a million-line manifest reached the driver all at once when the listing ended (benchmarks/rows.py). Decoded frames over 1.5x this are cut into blocks of fewer clips.")
     object_store_mb: int | None = Field(None, ge=16, description="Cap on the object-store memory Ray Data's streaming executor may hold (decoded frames waiting for the model stage); None = Ray's default share. A few hundred MB keeps decode from running far ahead of a slow model.")
     share_model: bool = Field(True, description="When describer and labeler use the same backend and model, run both in one actor pool (the labeler's resources) with one copy of the model; also when there is no describer.")
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")

@@ -4,12 +4,17 @@ numpy arrays, never a Python object per clip.
 A clip is identified by its `clip_id` and its `uri` together (two folders may both hold
 `clip_00000`; one manifest line may repeat). `KeyMap` remembers, for each id seen, the
 uri it was seen with, in levels of sorted arrays merged as they grow (a log-structured
-merge), so adding n keys costs O(n log n) and memory 16 bytes a key; `sorted_keys` is the
-frozen form that read tasks look finished clips up in.
+merge), so adding n keys costs O(n log n) and memory 16 bytes a key: read tasks keep one
+per input file. `DiskKeyMap` is the same map on local disk (SQLite, a bounded page cache)
+for the driver, whose memory must not grow with the run (10M clips would be 160 MiB).
+`sorted_unique` builds the frozen form that read tasks look finished clips up in.
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
+import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -47,8 +52,25 @@ def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 NEW, REPEAT, CONFLICT = 0, 1, 2
 
 
+def _verdicts(ids: np.ndarray, uris: np.ndarray, found: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """NEW / REPEAT / CONFLICT per (id, uri) pair, given which ids were `found` already
+    (with the uri they were `known` by); within the batch, an id's first pair decides
+    for its later ones."""
+    verdict = np.full(len(ids), NEW, dtype=np.int8)
+    verdict[found] = np.where(known[found] == uris[found], REPEAT, CONFLICT)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    later = np.zeros(len(ids), dtype=bool)
+    later[order[1:]] = sorted_ids[1:] == sorted_ids[:-1]
+    if later.any():
+        first_of = order[np.searchsorted(sorted_ids, ids, side="left")]
+        rep = later & (verdict == NEW)
+        verdict[rep] = np.where(uris[first_of[rep]] == uris[rep], REPEAT, CONFLICT)
+    return verdict
+
+
 class KeyMap:
-    """id hash -> uri hash of every clip added so far."""
+    """id hash -> uri hash of every clip added so far, in memory."""
 
     def __init__(self) -> None:
         self.levels: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted id hashes, their uri hashes)
@@ -75,18 +97,7 @@ class KeyMap:
         with this uri: a duplicate) or CONFLICT (the id was seen with another uri).
         Only NEW pairs are kept."""
         ids, uris = np.asarray(ids, np.uint64), np.asarray(uris, np.uint64)
-        verdict = np.full(len(ids), NEW, dtype=np.int8)
-        found, known = self._lookup(ids)
-        verdict[found] = np.where(known[found] == uris[found], REPEAT, CONFLICT)
-        # Within the batch: the first occurrence of an id decides for the later ones.
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        later = np.zeros(len(ids), dtype=bool)
-        later[order[1:]] = sorted_ids[1:] == sorted_ids[:-1]
-        if later.any():
-            first_of = order[np.searchsorted(sorted_ids, ids, side="left")]
-            rep = later & (verdict == NEW)
-            verdict[rep] = np.where(uris[first_of[rep]] == uris[rep], REPEAT, CONFLICT)
+        verdict = _verdicts(ids, uris, *self._lookup(ids))
         keep = verdict == NEW
         if keep.any():
             self._insert(ids[keep], uris[keep])
@@ -98,6 +109,57 @@ class KeyMap:
         while self.levels and len(self.levels[-1][0]) <= _MERGE_RATIO * len(level[0]):
             level = _merge(self.levels.pop(), level)
         self.levels.append(level)
+
+
+# Ids looked up per SELECT (SQLite's bound-parameter limit is 32,766 since 3.32).
+_LOOKUP_CHUNK = 512
+
+
+class DiskKeyMap:
+    """KeyMap's map in an SQLite file in a private temporary folder, with a page cache of
+    `cache_mib`: the process holds a batch's keys, not the run's. ~4 s a million keys on
+    this 2-core VM (benchmarks/rows.py), against 16 MiB of heap a million in a KeyMap.
+    `close` deletes the file (so does garbage collection or the interpreter's exit; a
+    killed process leaves its emodist-keys-* folder in the temporary directory)."""
+
+    def __init__(self, cache_mib: int = 4, folder: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="emodist-keys-", dir=folder)
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "keys.sqlite"), isolation_level=None)
+        # A scratch file rebuilt by every run: no journal, no fsync.
+        self._db.executescript(
+            f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{cache_mib * 1024};"
+            "CREATE TABLE seen (id INTEGER PRIMARY KEY, uri INTEGER NOT NULL) WITHOUT ROWID;")
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, ids: np.ndarray, uris: np.ndarray) -> np.ndarray:
+        """As KeyMap.add."""
+        ids, uris = np.asarray(ids, np.uint64), np.asarray(uris, np.uint64)
+        # SQLite integers are signed 64-bit: the same bits, read as int64.
+        sids = ids.view(np.int64)
+        known: dict[int, int] = {}
+        for at in range(0, len(sids), _LOOKUP_CHUNK):
+            part = sids[at:at + _LOOKUP_CHUNK].tolist()
+            known.update(self._db.execute(
+                f"SELECT id, uri FROM seen WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
+        found = np.fromiter((i in known for i in sids.tolist()), dtype=bool, count=len(sids))
+        known_uris = np.fromiter((known.get(i, 0) for i in sids.tolist()), dtype=np.int64, count=len(sids))
+        verdict = _verdicts(ids, uris, found, known_uris.view(np.uint64))
+        keep = np.flatnonzero(verdict == NEW)
+        if len(keep):
+            keep = keep[np.argsort(ids[keep], kind="stable")]  # in key order: neighbouring pages
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO seen VALUES (?, ?)",
+                                 zip(sids[keep].tolist(), uris[keep].view(np.int64).tolist()))
+            self._db.execute("COMMIT")
+            self._count += len(keep)
+        return verdict
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
 
 
 def _merge(below: tuple[np.ndarray, np.ndarray], above: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

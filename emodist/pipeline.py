@@ -122,6 +122,9 @@ def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, 
 
 def frames_dataset(cfg: Config, clips):
     """Decode (and crop faces): the frames the model stages read, by the temporal plan."""
+    # The context is this dataset's own (Ray copies it at the read and shares it with every
+    # stage after), so the setting lasts as long as this run's dataset.
+    clips.context.target_max_block_size = int(cfg.run.block_mb * 2**20)
     ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
     if cfg.face.enabled:
         ds = _stage(ds, FaceStage, cfg.face, cfg=cfg)
@@ -188,9 +191,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
             clips, total = resume.retry_dataset(aside, cfg, state.done_ref), resume.count_rows(aside, cfg)
         else:
             clips, total = source.dataset(state.done_ref), source.count()
-        committer = Committer(output_uri, cfg, digest, run_id)
         try:
-            with _progress(progress, total) as advance:
+            with Committer(output_uri, cfg, digest, run_id) as committer, _progress(progress, total) as advance:
                 for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
                     skipped = committer.counts.skipped
                     advance(*committer.add(batch), committer.counts.skipped - skipped)

@@ -1,11 +1,15 @@
-"""Clip keys and the sets that hold them in sorted arrays, not Python objects."""
+"""Clip keys and the sets that hold them in sorted arrays or on disk, not Python objects."""
+import os
+
 import numpy as np
+import pytest
 
 from emodist import keys
 
 
-def test_the_map_tells_new_repeated_and_conflicting_keys_apart():
-    m = keys.KeyMap()
+@pytest.mark.parametrize("kind", [keys.KeyMap, keys.DiskKeyMap])
+def test_the_map_tells_new_repeated_and_conflicting_keys_apart(kind):
+    m = kind()
     ids, uris = keys.hashes(["a", "b", "a", "c"]), keys.hashes(["/x/a", "/x/b", "/x/a", "/x/c"])
     assert m.add(ids, uris).tolist() == [keys.NEW, keys.NEW, keys.REPEAT, keys.NEW]
     ids2, uris2 = keys.hashes(["b", "d", "a", "d"]), keys.hashes(["/x/b", "/x/d", "/y/a", "/z/d"])
@@ -36,3 +40,20 @@ def test_contains_looks_keys_up_in_a_sorted_array():
     probe = keys.clip_keys(["a", "a", "b", "c"], ["/1", "/9", "/2", "/3"])
     assert keys.contains(done, probe).tolist() == [True, False, True, False]
     assert keys.contains(np.zeros(0, np.uint64), probe).tolist() == [False] * 4
+
+
+def test_the_disk_map_gives_the_memory_maps_verdicts_and_deletes_its_file(tmp_path):
+    rng = np.random.default_rng(1)
+    memory, disk = keys.KeyMap(), keys.DiskKeyMap(cache_mib=1, folder=str(tmp_path))
+    for size in (1, 700, 64, 2000, 5):  # lookups over several SELECT chunks, and the full 64-bit range
+        ids = np.concatenate([rng.integers(0, 3000, size).astype(np.uint64),
+                              rng.integers(2**63, 2**64 - 1, size, dtype=np.uint64)])
+        uris = ids % np.uint64(5) + rng.integers(0, 2, len(ids)).astype(np.uint64)
+        want = memory.add(ids, uris)
+        assert disk.add(ids, uris).tolist() == want.tolist()
+        assert {keys.REPEAT, keys.CONFLICT} & set(want.tolist()) or size < 64
+    assert len(disk) == len(memory)
+    [folder] = os.listdir(tmp_path)
+    assert os.listdir(tmp_path / folder) == ["keys.sqlite"]
+    disk.close()
+    assert os.listdir(tmp_path) == []

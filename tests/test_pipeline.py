@@ -90,3 +90,40 @@ def test_the_progress_bar_waits_for_the_first_batch_and_knows_its_total(capsys):
         advance(3, 1, 2)  # labeled, failed, skipped as already done: all move the bar
     out = capsys.readouterr().out
     assert "6/30" in out and "1 failed" in out
+
+
+def test_failure_rows_reach_the_driver_while_the_listing_still_runs(ray_local, tmp_path):
+    """Ray Data holds a task's output until its target block size has built up (128 MiB by
+    default: the failure rows of a million-line manifest reached the driver only when the
+    listing ended). With run.block_mb the first carrier arrives while the listing still
+    waits (Ray keeps one block back: two carriers come before the wait)."""
+    import os
+    import time
+    from functools import partial
+
+    from emodist import carry
+    from emodist.io import rows
+    from emodist.io.source import dataset_of
+    from emodist.pipeline import frames_dataset
+    from tests.conftest import tiny_config
+
+    gate = tmp_path / "gate"
+
+    def listing(gate: str, n: int):
+        for i in range(n):
+            yield rows.fail(f"c{i}", f"/missing/c{i}.mp4", "not found")
+        deadline = time.time() + 30
+        while not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.05)
+        yield rows.fail("last", "/missing/last.mp4", "gate opened" if os.path.exists(gate) else "gate timed out")
+
+    # decode.batch_size=1: the decode pool starts a task per row (a carrier), not per 16 rows
+    cfg = tiny_config("run.block_mb=0.001", "decode.batch_size=1")
+    clips = dataset_of([(partial(listing, str(gate), 2 * rows.CARRY_ROWS), "held")], cfg)
+    batches = iter(frames_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"))
+    first = carry.unpack(next(batches))[0]
+    gate.touch()  # the listing may end only now
+    rest = [carry.unpack(b)[0] for b in batches]
+    assert first.num_rows == rows.CARRY_ROWS
+    assert sum(t.num_rows for t in rest) == rows.CARRY_ROWS + 1
+    assert rest[-1].column("error_message").to_pylist()[-1].endswith("gate opened")
