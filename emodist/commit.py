@@ -5,9 +5,8 @@ Batches arrive from the last stage with prediction rows, failure rows and carrie
 are built as Arrow tables from the output schemas (schema.table_of), checked against
 every (clip_id, uri) this run has written (64-bit hashes in a DiskKeyMap: on local disk,
 so the driver's memory stays flat however many clips a run writes), and buffered into
-atomic parts (writer.py). A clip_id that names two
-uris in one run fails the later row; a repeated (clip_id, uri) is written once and
-counted as a duplicate.
+atomic parts (writer.py). A clip_id that names two uris in one run fails the later row;
+a repeated (clip_id, uri) is written once and counted as a duplicate.
 """
 from __future__ import annotations
 

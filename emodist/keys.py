@@ -117,8 +117,9 @@ _LOOKUP_CHUNK = 512
 
 class DiskKeyMap:
     """KeyMap's map in an SQLite file in a private temporary folder, with a page cache of
-    `cache_mib`: the process holds a batch's keys, not the run's. ~4 s a million keys on
-    this 2-core VM (benchmarks/rows.py), against 16 MiB of heap a million in a KeyMap.
+    `cache_mib`: the process holds a batch's keys, not the run's. A million keys cost
+    ~5 s instead of KeyMap's ~1 s and 16 MiB of heap (measured once, standalone, on a
+    2-core VM: benchmarks/results/rows-2026-12-03.txt).
     `close` deletes the file (so does garbage collection or the interpreter's exit; a
     killed process leaves its emodist-keys-* folder in the temporary directory)."""
 
@@ -139,13 +140,14 @@ class DiskKeyMap:
         ids, uris = np.asarray(ids, np.uint64), np.asarray(uris, np.uint64)
         # SQLite integers are signed 64-bit: the same bits, read as int64.
         sids = ids.view(np.int64)
+        listed = sids.tolist()
         known: dict[int, int] = {}
-        for at in range(0, len(sids), _LOOKUP_CHUNK):
-            part = sids[at:at + _LOOKUP_CHUNK].tolist()
+        for at in range(0, len(listed), _LOOKUP_CHUNK):
+            part = listed[at:at + _LOOKUP_CHUNK]
             known.update(self._db.execute(
                 f"SELECT id, uri FROM seen WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
-        found = np.fromiter((i in known for i in sids.tolist()), dtype=bool, count=len(sids))
-        known_uris = np.fromiter((known.get(i, 0) for i in sids.tolist()), dtype=np.int64, count=len(sids))
+        found = np.fromiter((i in known for i in listed), dtype=bool, count=len(listed))
+        known_uris = np.fromiter((known.get(i, 0) for i in listed), dtype=np.int64, count=len(listed))
         verdict = _verdicts(ids, uris, found, known_uris.view(np.uint64))
         keep = np.flatnonzero(verdict == NEW)
         if len(keep):
