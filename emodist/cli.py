@@ -243,6 +243,50 @@ def eval_(
 
 
 @app.command()
+def audit(
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Manifest with the original labels (every format `run --input` takes).")],
+    predictions: Annotated[Optional[str], typer.Option("--predictions", "-p", help="An `emodist run` output folder (or a csv/parquet/jsonl of clip_id,label).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Folder for issues.parquet, audit.json and the review page index.html.")] = None,
+    top: Annotated[int, typer.Option(help="Clips on the review page, most suspect first.")] = 200,
+    against: Annotated[Optional[str], typer.Option(help="Another run over the same clips: Cohen's kappa, flips between runs, their disagreements first.")] = None,
+    config_hash: Annotated[Optional[str], typer.Option("--config-hash", help="Audit the rows of this config_hash (an output that holds rows of two configs, run --new-config).")] = None,
+    frames: Annotated[bool, typer.Option(help="Decode the page's clips again for keyframe strips.")] = True,
+    apply: Annotated[Optional[str], typer.Option("--apply", help="Decisions CSV exported by the review page: write the corrected manifest to --output.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="With --apply: the corrected manifest (same format as --labels).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (labels, input.root, storage).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set labels=mafw.")] = None,
+) -> None:
+    """Rank likely label errors (cleanlab, from the stored distributions), count flips, and
+    write a review page; or, with --apply, the corrected manifest from its decisions."""
+    from emodist.audit.read import AuditInputError
+    from emodist.config import ConfigError, load_config
+    from emodist.labels import resolve_label_set
+    from emodist.storage import SourceError
+
+    try:
+        cfg = load_config(config, set_ or [])
+        if apply:
+            if not output:
+                _fail("--apply needs --output NEW_MANIFEST")
+            from emodist.audit.apply import apply_decisions
+
+            a = apply_decisions(apply, labels, output, cfg, resolve_label_set(cfg.labels))
+            typer.echo(f"wrote {a.output}: {a.rows} clips, {a.reviewed} reviewed, {a.changed} labels changed")
+            return
+        if not predictions or report is None:
+            _fail("audit needs --predictions OUT and --report DIR (or --apply DECISIONS.csv --output NEW_MANIFEST)")
+        from emodist.audit.report import audit as run_audit, format_summary
+
+        s = run_audit(predictions, labels, report, cfg, against=against, config_hash=config_hash, top=top,
+                      with_frames=frames)
+    except (AuditInputError, SourceError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(format_summary(s))
+    typer.echo(f"review page: {s['page']} (open it in a browser; export the decisions, then "
+               f"emodist audit --apply decisions.csv --labels {labels} --output NEW_MANIFEST)")
+
+
+@app.command()
 def sample(
     input: Annotated[str, typer.Option("--input", "-i", help="Manifest to sample from (csv/parquet/jsonl with a label column).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the sampled manifest (suffix picks the format).")],
