@@ -96,6 +96,7 @@ main{padding:12px 16px;display:grid;gap:12px}
 <span id="count"></span>
 <button id="export">export decisions (CSV)</button>
 <span id="exported"></span>
+<span id="legend"></span>
 <span class="keys">keys: j/k next/previous, o keep original, p take predicted, 1-9 pick a label, u undo, e export</span>
 </div>
 </header>
@@ -161,6 +162,7 @@ function render() {
         el("span", null, "predicted ", el("span", {class: "lab", style: `background:${colour(c.predicted)}`}, c.predicted)),
         c.other ? el("span", null, "other run ", el("span", {class: "lab", style: `background:${colour(c.other)}`}, c.other)) : null,
         el("span", {class: "score"}, c.score == null ? "not scored" : "label quality " + c.score.toFixed(3)),
+        c.issue ? el("span", {class: "note"}, "flagged") : null,
         el("span", {class: "uri", title: c.uri}, c.uri.split("/").pop())),
       strip, c.frames_note ? el("div", {class: "note"}, "no keyframes: " + c.frames_note) : null,
       c.dist.length ? dist : null, c.descriptions.length ? timeline : null,
@@ -176,6 +178,8 @@ function render() {
     [...new Set(DATA.cards.map(c => c[key]))].sort().forEach(l => sel.append(el("option", {value: l}, l)));
     sel.addEventListener("change", applyFilters);
   }
+  document.getElementById("legend").append(...DATA.labels.map(l =>
+    el("span", {class: "lab", style: `background:${colour(l)};margin-right:2px`}, l)));
   const s = DATA.summary;
   document.getElementById("method").textContent = s.method_line || "";
   applyFilters();
