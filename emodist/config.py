@@ -90,7 +90,8 @@ class FaceConfig(StageResources):
     enabled: bool = Field(False, description="Crop every frame to the clip's face before describing and labeling.")
     margin: float = Field(0.05, ge=0, le=1, description="Share of the face box added on each side (tight crops read expressions best).")
     size: int = Field(224, ge=32, le=1024, description="Side of the square crop, in pixels.")
-    on_missing: Literal["fail", "flag"] = Field("fail", description="A clip with no face: a failure row (reason no_face), or labeled on the whole frame with face_ratio 0.")
+    on_missing: Literal["fail", "flag"] = Field("fail", description="A clip with no face, or with a face on fewer than min_face_share of its frames: a failure row (reason no_face), or a prediction row whose face_ratio says so (a clip with no face at all is then labeled on the whole frame).")
+    min_face_share: float = Field(0.25, ge=0, le=1, description="Least share of a clip's decoded frames that must show a face (face_ratio); below it, on_missing decides. Frames without a face are never described or labeled: descriptions say 'no face at <times>' and the label comes from the frames with one.")
 
 
 class ModelConfig(StageResources):
@@ -198,6 +199,14 @@ class InputConfig(_Strict):
     max_frames: int = Field(500_000, ge=1, description="Most frames a clip may declare.")
 
 
+class NodeGroup(_Strict):
+    """Nodes of one shape the cluster can grow to (a node type and its max workers)."""
+
+    cpus: float = Field(..., ge=0, description="CPUs of one node (its Ray CPU resource).")
+    gpus: float = Field(0.0, ge=0, description="GPUs of one node.")
+    count: int = Field(..., ge=1, description="The most nodes of this shape (the type's max_workers; 1 for the head).")
+
+
 class RunConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address ('auto': the cluster started with `ray start` on this machine); None starts a new local Ray (under `ray job submit`, the job's cluster).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (None: all).")
@@ -208,6 +217,8 @@ class RunConfig(_Strict):
     seed: int = Field(0, description="Seed for label-order permutations and other random choices.")
     max_actor_restarts: int = Field(3, ge=0, description="Times Ray restarts a model actor whose engine died (a CUDA error, a dead vLLM engine) before the run stops; its batches are retried, no clip is marked failed for it.")
     check_models: bool = Field(True, description="Check before Ray starts that every model id or folder can be found (local folder, model cache or hub); false for clusters whose driver cannot see what the workers load.")
+    max_nodes: list[NodeGroup] | None = Field(None, description="The most the Ray cluster can grow to, by node shape: [{cpus: 32, gpus: 0, count: 8}, ...], the head included. The start checks the stage pools against it (refusing only what can never fit) and waits for the autoscaler to add what they need. None: the node types the autoscaler publishes to Ray, else the cluster launcher's ~/ray_bootstrap_config.yaml on the head, else the nodes alive at start.")
+    wait_for_nodes_s: float = Field(1200, ge=0, description="How long the start waits for the cluster to grow to hold the stage pools (they fit run.max_nodes but not the nodes alive); then the run stops, saying what is missing. GPU nodes take minutes to boot and install.")
     lease_timeout_s: float = Field(600, gt=0, description="A run holds its output with a lease it refreshes every 30 s; a lease whose holder has not refreshed it for this long (or whose process is gone from this host) is taken over by the next run.")
 
 

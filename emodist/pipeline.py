@@ -64,12 +64,17 @@ class RunSummary:
         return self.clips > 0 and self.labeled == 0
 
 
+def _attaches(cfg: Config) -> bool:
+    """The run attaches to a Ray cluster (else it starts a local Ray on this machine)."""
+    return bool(cfg.run.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(cfg: Config) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.run.ray_address or os.environ.get("RAY_ADDRESS"):
+    if _attaches(cfg):
         # Under `ray job submit` RAY_ADDRESS names the cluster the job runs on;
         # run.ray_address='auto' attaches to a cluster started with `ray start` here.
         ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING)
@@ -81,8 +86,11 @@ def init_ray(cfg: Config) -> None:
         before = auth.level
         auth.setLevel(logging.ERROR)
         try:
+            # log_to_driver=False: the actors' output (a failing actor's traceback, printed
+            # again at each retry: hundreds of lines) stays in Ray's log files; a failure
+            # the run cannot go on from is one console line naming a log file (actor_failure).
             ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
-                     logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+                     logging_level=logging.WARNING, _node_ip_address="127.0.0.1", log_to_driver=False)
         finally:
             auth.setLevel(before)
     # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
@@ -90,6 +98,32 @@ def init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Ray Data says "Progress bars disabled ..." once per run at WARNING: that is our choice, not news.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # Ray Data logs a failed run's whole stack before raising it; the run reports it once
+    # (actor_failure: one line, the stack in a log file).
+    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
+    logging.getLogger("ray.data._internal.execution.operators.actor_pool_map_operator").setLevel(logging.CRITICAL)
+    _first_lines_of_raylet_errors()
+
+
+def _first_lines_of_raylet_errors() -> None:
+    """Ray prints the errors its raylet publishes (a task retried on an actor that died in
+    its constructor: its whole stack, ~100 lines) whatever log_to_driver says; keep each
+    one's first line, without the stack (the run's own line names the log file that has
+    it). Ray keeps no setting for this: its printer is wrapped, once per process."""
+    import ray._private.worker as worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "_emodist", False):
+        return
+
+    def first_lines(data, ignore_prefix: bool):
+        if data.get("pid") == "raylet":
+            data = {**data, "lines": [str(line).split(" Error: Traceback", 1)[0].split("\n", 1)[0]
+                                      for line in data.get("lines", [])]}
+        return printer(data, ignore_prefix)
+
+    first_lines._emodist = True
+    worker.print_to_stdstream = first_lines
 
 
 def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, **kwargs):
@@ -158,6 +192,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     Raises ConfigError / SourceError (could not start: nothing ran), LeaseHeld (another
     run holds the output), RunStopped (stopped midway: a rerun resumes)."""
     t0 = time.perf_counter()
+    for uri, what in ((input_uri, "--input"), (output_uri, "--output"), (cfg.input.root or "", "input.root")):
+        storage.refuse_userinfo(uri, what)
     input_uri, output_uri = storage.absolute(input_uri), storage.absolute(output_uri)
     if cfg.input.root and storage.is_local(cfg.input.root):  # relative to this directory, not a worker's
         cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"root": storage.absolute(cfg.input.root)})})
@@ -166,6 +202,9 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     summary = RunSummary(output=storage.scrub(output_uri), config_hash=digest, retry=retry_failures, run_id=run_id)
     # Before Ray starts: models, input and output, in seconds.
     preflight.check(cfg)
+    preflight.check_settings(cfg)
+    if not _attaches(cfg):
+        preflight.check_devices(cfg)
     for warning in preflight.random_weights(cfg):
         log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
@@ -174,7 +213,7 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         init_ray(cfg)
         import ray
 
-        cfg = placement.settle(cfg, placement.cluster_nodes())
+        cfg = placement.start(cfg)  # settled for the most the cluster can grow to; waits for its nodes
         if cfg.run.object_store_mb:
             limits = ray.data.DataContext.get_current().execution_options.resource_limits
             ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
@@ -202,6 +241,10 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
             committer.close()
         except OutputFull as exc:
             raise RunStopped(str(exc)) from None
+        except (RunStopped, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an actor's failure: one line, the stack in a log
+            raise RunStopped(actor_failure(exc, output_uri, run_id)) from None
         if retry_failures:
             resume.finish_retry(output_uri, cfg)
         counts = committer.counts
@@ -212,6 +255,56 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         summary.stage_seconds = {s: round(v, 3) for s, v in counts.busy_s.items()}
         summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in counts.busy_s.items() if v > 0}
         return _finish(summary, output_uri, t0, cfg)
+
+
+def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:
+    """One line for a failure the run cannot go on from (an actor that cannot start, an
+    engine that died past run.max_actor_restarts): the stage, the root error, and the log
+    file that holds the whole stack (OUT/_emodist/logs/ for a local output, else the temp
+    folder), with where Ray keeps the actors' own logs."""
+    import re
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    # Ray wraps the actor's error (an ActorDiedError holds it as text): the root is the
+    # last error line of the stack that is not Ray's own.
+    errors = [m for m in re.finditer(r"^(?:\x1b\[\d+m)?([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.+)$",
+                                     text, re.M) if not m.group(1).startswith(("ray.", "SystemException"))]
+    kind, what = (errors[-1].group(1), errors[-1].group(2)) if errors else (type(exc).__name__, str(exc))
+    what = " ".join(what.split())[:300]
+    stage = re.search(r"MapBatches\((\w+?)(?:Stage)?\)", text)
+    from_ray = any(type(e).__module__.startswith("ray.") for e in _chain(exc))
+    if storage.is_local(output_uri):
+        path = posixpath.join(output_uri.removeprefix("file://"), "_emodist", "logs", f"run-{run_id}.log")
+    else:
+        path = os.path.join(tempfile.gettempdir(), f"emodist-run-{run_id}.log")
+    try:
+        import ray
+
+        ray_logs = ray._private.worker._global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - not known: the log file says so
+        ray_logs = "unknown"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(storage.scrub(text) + f"\nRay's own logs of this run's actors: {ray_logs}\n")
+        where = f"the stack is in {path}"
+    except OSError as err:
+        where = f"its stack could not be written to {path} ({err.strerror}); Ray's logs: {ray_logs}"
+    head = (f"{stage.group(1).lower() + ' ' if stage else ''}actor failed" if from_ray
+            else "the run failed (a bug: please report it with the log file)")
+    return storage.scrub(f"{head}: {kind}: {what}; the run stopped (committed rows are kept; rerun the same "
+                         f"command to resume); {where}")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
 
 
 def _finish(summary: RunSummary, output_uri: str, t0: float, cfg: Config) -> RunSummary:

@@ -93,3 +93,70 @@ def test_an_underfed_vllm_engine_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="emodist"):
         placement.settle(cfg, EIGHT_GPUS)
     assert "64 clips in flight per actor (batch_size 64 x batches_in_flight 1) < max_num_seqs 256" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["transformers", "specialist"])
+def test_device_auto_is_cpu_for_a_stage_with_no_gpu_reserved(backend):
+    """Ray 2.60 shows a node's GPUs to 0-GPU actors: `auto` must follow the reservation,
+    not torch.cuda.is_available()."""
+    model = ["labeler.model=builtin:tiny-vlm"] if backend == "transformers" else []
+    cfg = placement.settle(load_config(None, [f"labeler.backend={backend}", *model]), EIGHT_GPUS)
+    assert cfg.labeler.gpus_per_actor == 0 and cfg.labeler.device == "cpu"
+    cfg = placement.settle(load_config(None, [f"labeler.backend={backend}", *model, "labeler.num_gpus=1"]), EIGHT_GPUS)
+    assert cfg.labeler.device == "cuda"
+    # The describer of a shared pool runs where the labeler's actor runs, and stays shared.
+    shared = load_config(None, ["labeler.backend=transformers", "describer.backend=transformers", "labeler.num_gpus=1",
+                                "labeler.model=builtin:tiny-vlm", "describer.model=builtin:tiny-vlm"])
+    cfg = placement.settle(shared, EIGHT_GPUS)
+    assert (cfg.describer.device, cfg.labeler.device, cfg.shares_model) == ("cuda", "cuda", True)
+
+
+def test_cuda_on_a_stage_with_no_gpu_reserved_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="emodist"):
+        placement.settle(load_config(None, ["labeler.device=cuda"]), EIGHT_GPUS)
+    assert "labeler.device=cuda but labeler.num_gpus=0: Ray reserves no GPU for it" in caplog.text
+
+
+def test_the_start_reads_the_autoscalers_node_types_and_waits_for_a_node_to_join(caplog):
+    """Real Ray, fake GPUs: a head with 1 CPU and no GPU, the autoscaler's node types
+    published where Ray keeps them (one 1-CPU/1-GPU type, max 1), a 1-GPU labeler. The
+    start settles the labeler on cuda, asks Ray's autoscaler SDK for it, waits, and goes
+    on when a GPU node joins; with a pool the maximum cannot hold it refuses at once."""
+    import time
+
+    import ray
+    from ray import _raylet
+    from ray.cluster_utils import Cluster as RayCluster
+    from ray.core.generated import autoscaler_pb2
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    cluster = RayCluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    try:
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        published = autoscaler_pb2.ClusterConfig()
+        for name, res, most in (("head", {"CPU": 1}, 1), ("gpu", {"CPU": 1, "GPU": 1}, 1)):
+            g = published.node_group_configs.add(name=name, max_count=most)
+            g.resources.update(res)
+        _internal_kv_put(_raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, published.SerializeToString(),
+                         namespace=_raylet.GCS_AUTOSCALER_STATE_NAMESPACE)
+        cfg = load_config(None, ["labeler.backend=specialist", "labeler.num_gpus=1", "labeler.num_cpus=0.5",
+                                 "decode.num_cpus=0.5", "run.wait_for_nodes_s=120"])
+        joined = []
+
+        def sleep(s):  # the node joins during the first wait (raylets start from the main thread only)
+            if not joined:
+                joined.append(cluster.add_node(num_cpus=1, num_gpus=1))
+            time.sleep(s)
+
+        with caplog.at_level(logging.WARNING, logger="emodist"):
+            settled = placement.start(cfg, every_s=0.5, sleep=sleep)
+        assert settled.labeler.device == "cuda"
+        assert "(the autoscaler's node types); asked its autoscaler for them" in caplog.text
+        assert "the cluster holds the stage pools after" in caplog.text
+        assert sum(n.gpus for n in placement.cluster_nodes()) == 1
+        with pytest.raises(ConfigError, match=r"2 GPUs asked in all, the cluster has 1.*the autoscaler's node types"):
+            placement.start(load_config(None, ["labeler.actors=2", "labeler.num_gpus=1", "labeler.num_cpus=0.5",
+                                               "decode.num_cpus=0.5"]))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
