@@ -221,6 +221,9 @@ def eval_(
     seed: Annotated[int, typer.Option()] = 0,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (labels, input.root, storage) to read the labels manifest as `run` reads its input.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set input.root=/data/dfew.")] = None,
+    calibrate_on: Annotated[Optional[str], typer.Option("--calibrate-on", help="Labeled calibration manifest: temperature scaling fitted on its clips (ECE/Brier before and after); with --prevalence, the subset that adjusts the class shares.")] = None,
+    prevalence: Annotated[bool, typer.Option("--prevalence", help="Class shares of all predicted clips: raw and adjusted with --calibrate-on (confusion-matrix correction, EM prior re-estimation), with bootstrap intervals.")] = False,
+    config_hash: Annotated[Optional[str], typer.Option("--config-hash", help="Score the rows of this config_hash (an output with rows of two configs, run --new-config).")] = None,
 ) -> None:
     """UAR, WAR, macro P/R/F1, per-class scores, confusion matrix and the neutral sink, with
     bootstrap intervals; and the same after each debiasing method when distributions exist.
@@ -232,10 +235,18 @@ def eval_(
     try:
         cfg = load_config(config, (set_ or []) + ([f"labels={label_set}"] if label_set else []))
         result = evaluate(predictions, labels, label_set=cfg.labels, bootstrap=bootstrap, seed=seed,
-                          content_free=content_free, cfg=cfg, prior_from=prior_from)
+                          content_free=content_free, cfg=cfg, prior_from=prior_from, config_hash=config_hash)
+        from emodist.calibration import for_eval
+
+        result.calibration, result.prevalence, result.notes = for_eval(
+            predictions, labels, cfg, calibrate_on=calibrate_on, prevalence=prevalence, config_hash=config_hash,
+            bootstrap=bootstrap, seed=seed)
     except (EvalInputError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(result.format_table())
+    from emodist.calibration import format_table as calibration_table
+
+    typer.echo(calibration_table(result.calibration, result.prevalence, result.notes))
     if report is not None:
         md = write_report(result, report)
         pictures = sorted(p.name for p in md.parent.glob("*.png"))

@@ -105,6 +105,9 @@ class EvalResult:
     debias: list[MethodScores]
     debias_note: str
     problems: dict[str, Problem]
+    calibration: dict | None = None  # emodist/calibration.py's block, when asked
+    prevalence: dict | None = None  # emodist/prevalence.py's block, when asked
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -339,7 +342,8 @@ def _content_free_vector(cf: object, labels: Sequence[str]) -> np.ndarray | None
 
 def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequence[str] = "dfew",
              bootstrap: int = 1000, seed: int = 0, content_free: object = None,
-             ci_level: float = 0.95, cfg=None, prior_from: str | None = None) -> EvalResult:
+             ci_level: float = 0.95, cfg=None, prior_from: str | None = None,
+             config_hash: str | None = None) -> EvalResult:
     """Score predictions (run folder or csv/parquet/jsonl) against a manifest's labels.
     The manifest is read as `run` reads its input (every manifest and split-file format,
     `input.root`, storage settings from `cfg`); lines that do not parse are counted.
@@ -367,6 +371,10 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
     )}
     bad_pred_lines: list[str] = []
     table, failed = read_predictions(predictions_uri, cfg, bad_pred_lines)
+    if config_hash is not None:  # rows of one config of a folder written with run --new-config
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table.column(col.CONFIG_HASH), config_hash))
     for line in bad_pred_lines:
         problems["unreadable_prediction_lines"].add(line)
     names = table.column_names

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend state, safe in workers
 from matplotlib.ticker import NullFormatter
 
+from emodist.calibration import RELIABILITY_PNG, plot_reliability
 from emodist.evaluate import EvalResult
 
 CONFUSION_PNG = "confusion.png"
@@ -118,9 +119,42 @@ def _markdown(r: EvalResult) -> str:
     out.append(_md_table(["problem", "count", "effect", "examples"], [
         [k, str(p.count), p.effect, ", ".join(f"`{e}`" for e in p.examples)] for k, p in found.items()])
         if found else "None: every clip matched once, with labels in the label set.")
+    out += _calibration_md(r)
     out += ["", "## Plots", "", f"![confusion matrix]({CONFUSION_PNG})", "",
             f"![recall vs class frequency]({RECALL_PNG})", ""]
+    if r.calibration:
+        out += [f"![reliability diagram]({RELIABILITY_PNG})", ""]
     return "\n".join(out)
+
+
+def _calibration_md(r: EvalResult) -> list[str]:
+    """Calibration (ECE, Brier, NLL; before/after temperature scaling) and class shares."""
+    out: list[str] = []
+    c = r.calibration
+    if c:
+        out += ["", "## Calibration", "",
+                f"From the rows' `{c['distribution_column']}` on {c['clips']} clips; ECE over {c['bins']} "
+                "equal-width confidence bins." + (f" Temperature T = {c['temperature']:.3f}, fitted on "
+                                                  f"`{c['fitted_on']}` ({c['calibration_clips']} clips)."
+                                                  if "after" in c else " No --calibrate-on: no temperature fitted."), ""]
+        phases = [p for p in ("before", "after") if p in c]
+        out.append(_md_table(["", *phases], [[m, *[_f(c[p][m]) for p in phases]] for m in ("ece", "brier", "nll")]))
+    p = r.prevalence
+    if p:
+        ci = p.get("ci", {})
+        key = "em" if "em" in p["estimates"] else "confusion_corrected"
+        band = lambda k, lab: f" [{ci[k][lab][0]:.3f}, {ci[k][lab][1]:.3f}]" if k in ci else ""  # noqa: E731
+        out += ["", "## Class shares", "",
+                f"{p['corpus_clips']} predicted clips; adjusted with {p['calibration_clips']} labeled clips of "
+                f"`{p['calibrate_on']}` by {p['adjusted_method']}; {p['ci_level']:.0%} bootstrap intervals "
+                f"({p['bootstrap']} resamples).", ""]
+        out.append(_md_table(["class", "raw", "confusion-corrected", "adjusted"], [
+            [lab, f"{p['raw'][lab]:.3f}{band('raw', lab)}",
+             f"{p['estimates']['confusion_corrected'][lab]:.3f}{band('confusion_corrected', lab)}",
+             f"{p['adjusted'][lab]:.3f}{band(key, lab)}"] for lab in p["raw"]]))
+    for n in r.notes:
+        out += ["", f"- {n}"]
+    return out
 
 
 def write_report(result: EvalResult, out_dir: str | Path) -> Path:
@@ -131,6 +165,8 @@ def write_report(result: EvalResult, out_dir: str | Path) -> Path:
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
     plot_confusion(result, out / CONFUSION_PNG)
     plot_recall_vs_frequency(result, out / RECALL_PNG)
+    if result.calibration:
+        plot_reliability(result.calibration, out / RELIABILITY_PNG)
     md = out / "report.md"
     md.write_text(_markdown(result))
     return md
