@@ -32,6 +32,9 @@ FATAL_TYPES = frozenset({
 FATAL_MESSAGES = (
     "CUDA error", "device-side assert", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS",
     "NCCL error", "illegal memory access", "unspecified launch failure", "ECC error",
+    # CUDA's runtime and driver error names, as torchcodec's NVDEC decoder words them
+    "cudaErrorLaunchFailure", "cudaErrorIllegalAddress", "cudaErrorECCUncorrectable",
+    "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_ILLEGAL_ADDRESS", "CUDA_ERROR_ECC_UNCORRECTABLE",
 )
 
 

@@ -135,9 +135,9 @@ def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, 
 
     extra = {}
     in_flight = res.batches_in_flight if isinstance(res, ModelConfig) else None
-    if in_flight:
-        # Bounded restarts (Ray Data's default is forever): an engine that dies at every
-        # start stops the run instead of looping. No named parameter takes it yet.
+    if max_restarts is not None:
+        # Bounded restarts (Ray Data's default is forever): an engine (or a GPU decoder)
+        # that dies at every start stops the run instead of looping. No named parameter takes it yet.
         extra["max_restarts"] = max_restarts
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
@@ -159,7 +159,8 @@ def frames_dataset(cfg: Config, clips):
     # The context is this dataset's own (Ray copies it at the read and shares it with every
     # stage after), so the setting lasts as long as this run's dataset.
     clips.context.target_max_block_size = int(cfg.run.block_mb * 2**20)
-    ds = _stage(clips, DecodeStage, cfg.decode, cfg=cfg)
+    ds = _stage(clips, DecodeStage, cfg.decode, cfg.run.max_actor_restarts if cfg.decode.device == "cuda" else None,
+                cfg=cfg)
     if cfg.face.enabled:
         ds = _stage(ds, FaceStage, cfg.face, cfg=cfg)
     return ds

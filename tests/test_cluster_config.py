@@ -162,3 +162,20 @@ def test_the_launcher_config_read_as_the_autoscaler_reads_it():
     """On a `ray up` head the node types come from ~/ray_bootstrap_config.yaml (cluster.yaml as synced)."""
     c = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     assert sorted(placement.launcher_groups(c)) == [(0.0, 0.0, 1), (8.0, 1.0, 8), (32.0, 0.0, 8)]
+
+
+def test_gpu_nodes_can_decode_on_nvdec():
+    """torchcodec needs FFmpeg's shared libraries and the driver's `video` capability
+    (libnvcuvid); without either it decodes on the CPU. Every shipped GPU image asks for both."""
+    docker = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "apt-get install" in docker and " ffmpeg" in docker
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in docker and "gpu" in docker.split("pip install")[1]
+    _, job = kuberay_groups()
+    for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        container = g["template"]["spec"]["containers"][0]
+        if container["resources"]["limits"].get("nvidia.com/gpu"):
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert set(env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"compute", "utility", "video"}
+    _, c = launcher_groups()
+    assert any("emodist[" in cmd and "gpu" in cmd.split("emodist[")[1].split("]")[0] for cmd in c["setup_commands"])
+    assert any("install" in cmd and "ffmpeg" in cmd for cmd in c["setup_commands"])

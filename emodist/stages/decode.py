@@ -1,6 +1,7 @@
 """Decode stage: each clip's planned frames at the model's size (emodist.decoders), on
-the CPU, or on the GPU with per-clip CPU fallback (`decode.device`). A clip that cannot
-be decoded fails alone, with a message that says what is wrong and what to check, and
+the CPU, or on the GPU with per-clip CPU fallback (`decode.device`; a GPU whose CUDA
+context is poisoned stops the actor, which Ray restarts). A clip that cannot be decoded
+fails alone, with a message that says what is wrong and what to check, and
 travels on packed with the batch's other failures in one carrier row (carry.py); the clip
 bytes that came out of tar shards (the `data` column) go no further than here."""
 from __future__ import annotations
@@ -10,9 +11,9 @@ import numpy as np
 from emodist import carry, decoders, storage
 from emodist import schema as col
 from emodist.config import Config
-from emodist.errors import ClipError
+from emodist.errors import ClipError, is_fatal
 from emodist.io.rows import DATA
-from emodist.stages.base import Batch, Stage, mark_failed, object_column
+from emodist.stages.base import Batch, Stage, die_for, mark_failed, object_column
 
 
 def _as_bytes(value) -> bytes | None:
@@ -71,6 +72,8 @@ class DecodeStage(Stage):
             try:
                 decoded, devices[i] = decoders.decode(uri, self.cfg, clip_bytes, self.gpu)
             except Exception as exc:  # noqa: BLE001 - one bad clip fails alone
+                if is_fatal(exc):  # the GPU's context is gone: every later clip would fail or fall back
+                    die_for(self.name, exc)
                 mark_failed(batch, int(i), self.name, clip_error(exc, uri))
                 continue
             for k, v in decoded.items():
