@@ -6,7 +6,9 @@
 #  2. synthetic cartoon clips plus two broken files: what failure rows look like, and the
 #     evaluation report (UAR/WAR, confusion matrix and recall-vs-frequency PNGs, the
 #     neutral sink). The expression CNN was trained on real faces: on cartoons its labels
-#     are mostly wrong, and the report shows that.
+#     are mostly wrong, and the report shows that;
+#  then the relabeling audit of those clips: the likely label errors ranked from the
+#  stored distributions, and the review page to open in a browser.
 # Extra arguments go to both `emodist run`s (e.g. --config configs/tiny-vlm.yaml for the VLM path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +35,9 @@ head -c 3000 demo/clips/clip_00000.mp4 > demo/clips/broken_cut.mp4
 $emodist run --input demo/clips/with_broken.csv --output demo/out-synth --config configs/demo.yaml --quiet "$@"
 $emodist show demo/out-synth --limit 0
 $emodist eval --predictions demo/out-synth --labels demo/clips/manifest.csv --report demo/report --bootstrap 200
+
+echo
+echo "== Relabeling audit: likely label errors (cleanlab, from the stored distributions), flips, and a"
+echo "       review page (keyframes, distribution, motion timeline; decisions exported as CSV)"
+$emodist audit --predictions demo/out-synth --labels demo/clips/manifest.csv --report demo/audit --top 50 \
+    --config configs/demo.yaml

@@ -159,30 +159,41 @@ def read_labels(uri: str, cfg, labels: tuple[str, ...]) -> Manifest:
         raise AuditInputError(f"{uri}: not a manifest or split file ({source.format}); pass a .csv, .parquet, "
                               ".jsonl manifest or a split file")
     code = {lab: i for i, lab in enumerate(labels)}
+    chunks: list[pa.Array] = []  # ids as Arrow a chunk at a time: 1M Python strings cost ~70 MB
     ids: list[str] = []
     codes = bytearray()
-    unknown, unreadable, dup = Listed(), Listed(), Listed()
-    seen: set[str] = set()
+    unknown, unreadable = Listed(), Listed()
     name = posixpath.basename(uri.rstrip("/"))
     for r in source.rows():
         if r[col.ERROR_STAGE]:
             unreadable.add(r[col.ERROR_MESSAGE].removeprefix("list: "))
             continue
-        cid = r[col.CLIP_ID]
-        if cid in seen:
-            dup.add(cid)
-            continue
-        seen.add(cid)
         lab = match_label(r[col.REF_LABEL], labels)
         if lab is None:
-            unknown.add(f"{name}: line {r.get('_line')}: {cid}: label {r[col.REF_LABEL]!r} is not in {list(labels)}")
-        ids.append(cid)
+            unknown.add(f"{name}: line {r.get('_line')}: {r[col.CLIP_ID]}: label {r[col.REF_LABEL]!r} "
+                        f"is not in {list(labels)}")
+        ids.append(r[col.CLIP_ID])
         codes.append(255 if lab is None else code[lab])
-    del seen
-    if not ids:
+        if len(ids) == BATCH_ROWS:
+            chunks.append(pa.array(ids, pa.string()))
+            ids = []
+    chunks.append(pa.array(ids, pa.string()))
+    all_ids = pa.concat_arrays(chunks)
+    if not len(all_ids):
         raise AuditInputError(f"{uri}: no clip listed; pass a manifest with 'uri' and 'label'")
     c = np.frombuffer(bytes(codes), dtype=np.uint8).astype(np.int8)
-    return Manifest(uri, pa.array(ids, pa.string()), c, labels, unknown, unreadable, dup)
+    # a repeated id: its first line counts, the others are listed
+    first = pa.table({"id": all_ids, "i": pa.array(np.arange(len(all_ids)))}).group_by("id").aggregate(
+        [("i", "min"), ("i", "count")])
+    dup = Listed()
+    repeats = first.filter(pc.greater(first.column("i_count"), 1))
+    for cid, k in zip(repeats.column("id").to_pylist()[:N_EXAMPLES], repeats.column("i_count").to_pylist()):
+        dup.add(cid, k - 1)
+    dup.count = int(pc.sum(repeats.column("i_count")).as_py() or 0) - repeats.num_rows
+    if repeats.num_rows:
+        keep = np.sort(first.column("i_min").to_numpy())
+        all_ids, c = all_ids.take(pa.array(keep)), c[keep]
+    return Manifest(uri, all_ids, c, labels, unknown, unreadable, dup)
 
 
 def label_codes(values: pa.Array, labels: tuple[str, ...]) -> np.ndarray:
