@@ -210,8 +210,9 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
-    with Lease(output_uri, cfg, run_id) as lease:
+    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops():
         init_ray(cfg)
+        _stop_on_sigterm()  # again: Ray's start put its own handler (a native stack, then abort) in place
         import ray
 
         cfg = placement.start(cfg)  # settled for the most the cluster can grow to; waits for its nodes
@@ -243,8 +244,10 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         except OutputFull as exc:
             raise RunStopped(str(exc)) from None
         except (RunStopped, KeyboardInterrupt):
+            _leave_readable(committer if "committer" in locals() else None)
             raise
         except Exception as exc:  # noqa: BLE001 - an actor's failure: one line, the stack in a log
+            _leave_readable(committer if "committer" in locals() else None)
             raise RunStopped(actor_failure(exc, output_uri, run_id)) from None
         if retry_failures:
             resume.finish_retry(output_uri, cfg)
@@ -256,6 +259,55 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         summary.stage_seconds = {s: round(v, 3) for s, v in counts.busy_s.items()}
         summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in counts.busy_s.items() if v > 0}
         return _finish(summary, output_uri, t0, cfg)
+
+
+def _leave_readable(committer: Committer | None) -> None:
+    """A stopped run leaves predictions/ and failures/ readable (a schema-only part where a
+    folder has none), so that DuckDB, pandas and polars read the folder; rows not yet
+    committed are not written (the rerun labels them)."""
+    if committer is None:
+        return
+    try:
+        committer.preds.ensure_one()
+        committer.fails.ensure_one()
+    except Exception as exc:  # noqa: BLE001 - the stop's own message matters more
+        log.info("could not leave schema-only parts: %s", exc)
+
+
+class Terminated(RunStopped):
+    """SIGTERM: the run stops between batches' commits, keeping what it committed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("stopped by SIGTERM; the rows committed so far are kept: rerun the same command to resume")
+
+
+def _stop_on_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+class _sigterm_stops:
+    """SIGTERM, while a run holds its output, stops it with one line (RunStopped) instead of
+    Ray's native stack dump and abort; the handler before it is put back afterwards."""
+
+    def __enter__(self):
+        import signal
+
+        self.before = signal.getsignal(signal.SIGTERM)
+        _stop_on_sigterm()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.before if self.before is not None else signal.SIG_DFL)
+        return False
 
 
 def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:

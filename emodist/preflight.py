@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 
 from emodist.config import Config, ConfigError, ModelConfig
 
@@ -99,3 +100,62 @@ def _check_hub(model: str, key: str) -> None:
             f"{key}={model!r} is not in the local model cache and the Hugging Face hub cannot be reached "
             f"({type(exc).__name__}); download the model first, point the key at a local folder, or set "
             "run.check_models=false if the workers can load it though this driver cannot") from None
+
+
+# --- settings a backend cannot run, checked whatever run.check_models says -------------
+
+# What the specialist backend reads of a role's settings (besides resources): device, and
+# the labeler's aggregate. These others it would ignore: a run that sets one is refused
+# rather than labeled by something the user did not ask for.
+SPECIALIST = "face-api-expression"
+SPECIALIST_IGNORES = ("adapter", "prompt", "dtype", "max_new_tokens", "answer_tokens", "permutations")
+
+
+def check_settings(cfg: Config) -> None:
+    """ConfigError, in one line naming the key, its value and the fix, for settings no
+    backend would run as given: a labeler with backend none, and model settings the
+    specialist backend would silently ignore."""
+    if cfg.labeler.backend == "none":
+        raise ConfigError("labeler.backend=none: every run needs a labeler (backend none is for the describer, "
+                          "to skip descriptions); set labeler.backend to specialist (the default), transformers "
+                          "or vllm")
+    roles = (["describer"] if cfg.uses_descriptions else []) + ["labeler"]
+    for role in roles:
+        m: ModelConfig = getattr(cfg, role)
+        if m.backend != "specialist":
+            continue
+        if m.model != SPECIALIST:
+            raise ConfigError(
+                f"{role}.model={m.model!r} is not run by {role}.backend=specialist (it runs face-api's expression "
+                f"CNN, model {SPECIALIST}); to run this model set {role}.backend=transformers (or vllm), or leave "
+                f"{role}.model at {SPECIALIST}")
+        for key in SPECIALIST_IGNORES:
+            default = type(m).model_fields[key].default if key in type(m).model_fields else None
+            if key in type(m).model_fields and getattr(m, key) != default:
+                raise ConfigError(
+                    f"{role}.{key}={getattr(m, key)!r} has no effect with {role}.backend=specialist (face-api's "
+                    f"expression CNN); remove it, or set {role}.backend=transformers (or vllm) with a VLM in "
+                    f"{role}.model")
+
+
+def local_gpus() -> int:
+    """GPUs this process's torch can use: what a local Ray's actors (same environment) get.
+    A CPU build of torch counts none, whatever the machine has."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_devices(cfg: Config, count_gpus: Callable[[], float] = local_gpus, where: str = "this machine") -> None:
+    """ConfigError for a model stage set to a CUDA device where there is no GPU (counted by
+    `count_gpus`, only when some stage asks for CUDA: importing torch takes a second).
+    Called before a local Ray starts; its actors would fail at their first batch. (A
+    cluster's GPUs may join later: placement checks what its stages reserve.)"""
+    roles = (["describer"] if cfg.uses_descriptions else []) + ["labeler"]
+    cuda = [(role, getattr(cfg, role).device) for role in roles if getattr(cfg, role).device.startswith("cuda")]
+    if cuda and count_gpus() == 0:
+        role, device = cuda[0]
+        raise ConfigError(f"{role}.device={device} but {where} has no GPU usable by torch; set {role}.device=cpu "
+                          "or auto, or run on a machine (or a cluster: run.ray_address) with GPUs")

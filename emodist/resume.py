@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emodist import carry, keys, storage
@@ -50,10 +51,25 @@ def committed_parts(output_uri: str, cfg) -> list[str]:
     return [proto + p for sub in OUTPUT_PARTS for p in part_files(fs, posixpath.join(root, sub))]
 
 
+class DamagedPart(storage.SourceError):
+    """A committed part that does not read as Parquet (truncated, overwritten): the run
+    cannot know its clips, so it does not start; the message names the part and the fix."""
+
+
+def damaged(uri: str, exc: BaseException) -> DamagedPart:
+    detail = " ".join(str(exc).split())[:200]
+    return DamagedPart(f"{uri}: this part of the output is damaged (not readable as Parquet: {detail}); move it "
+                       "out of predictions/ and failures/ (e.g. into the output's _emodist/damaged/) and rerun the "
+                       "same command: its clips are labeled again")
+
+
 def _read_columns(uri: str, cfg, columns: list[str]):
     fs, path = filesystem(uri, cfg)
-    with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+    except pa.ArrowInvalid as exc:  # a parse error, not a storage one (those stay OSErrors)
+        raise damaged(uri, exc) from None
 
 
 def scan(parts: list[str], cfg, digest: str) -> tuple[dict[str, int], np.ndarray]:
@@ -99,7 +115,10 @@ def load(output_uri: str, cfg, digest: str, new_config: bool) -> State:
         return State()
     scan_remote = ray.remote(num_cpus=0.25, num_returns=2)(_scan_task)
     hashes_ref, done_ref = scan_remote.remote(parts, cfg, digest)
-    hashes = ray.get(hashes_ref)
+    try:
+        hashes = ray.get(hashes_ref)
+    except DamagedPart as exc:  # Ray's wrapper carries the task's stack: the message alone
+        raise DamagedPart(str(getattr(exc, "cause", exc))) from None
     others = {h: n for h, n in hashes.items() if h != digest}
     if others and not new_config:
         raise ConfigError(refusal(output_uri, cfg, digest, others))
@@ -233,6 +252,9 @@ def count_rows(uris: list[str], cfg) -> int:
     total = 0
     for u in uris:
         fs, path = storage.filesystem(u, cfg)
-        with fs.open(path, "rb") as f:
-            total += pq.ParquetFile(f).metadata.num_rows
+        try:
+            with fs.open(path, "rb") as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        except pa.ArrowInvalid as exc:
+            raise damaged(u, exc) from None
     return total

@@ -15,6 +15,7 @@ on a cluster, the nodes' roles or variables).
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from typing import Any
 
@@ -57,12 +58,66 @@ def protocol_prefix(uri: str) -> str:
 
 def absolute(uri: str) -> str:
     """A local path made absolute (what a rerun from another directory finds again);
-    URIs of object stores stay as they are."""
+    both in their normal form (`normal_uri`)."""
     if "://" in uri and not uri.startswith("file://"):
-        return uri
+        return normal_uri(uri)
     import os
 
     return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+
+
+def normal_uri(uri: str) -> str:
+    """One spelling per file, before ids and keys are made: './', '//', 'a/../' and a
+    trailing '/' go ('clips//a.mp4', './clips/a.mp4' -> 'clips/a.mp4'), locally and in
+    object stores alike ('..' never climbs above a bucket). Object stores would read
+    'a//b.mp4' as another key than 'a/b.mp4'; emodist reads them as one file, the one a
+    manifest line means. http(s) URLs keep their query as it is."""
+    if not uri:
+        return uri
+    if "://" not in uri:
+        path = posixpath.normpath(uri)
+        return "/" + path.lstrip("/") if path.startswith("//") else path  # POSIX keeps a leading '//'
+    scheme, rest = uri.split("://", 1)
+    query = ""
+    if scheme.lower() in ("http", "https") and "?" in rest:
+        rest, query = rest.split("?", 1)
+        query = "?" + query
+    if scheme.lower() == "file":
+        return "file://" + normal_uri(rest) + query
+    netloc, _, key = rest.partition("/")
+    key = posixpath.normpath("/" + key).lstrip("/") if key else ""
+    return f"{scheme}://{netloc}" + (f"/{key}" if key else "") + query
+
+
+def userinfo(uri: str) -> str:
+    """The 'user:password@' (or 'user@') of a URI with a scheme, '' when it has none:
+    's3://KEY:SECRET@bucket/a.mp4' -> 'KEY:SECRET@'. Local paths have none ('@' is a
+    character of file names)."""
+    if "://" not in uri:
+        return ""
+    netloc = uri.split("://", 1)[1].split("/", 1)[0]
+    return netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
+
+
+def without_userinfo(text: str, uri: str) -> str:
+    """`text` (a uri, or an id made from it) with `uri`'s user-info taken out."""
+    info = userinfo(uri)
+    return text.replace(info, "") if info else text
+
+
+# Said wherever a uri with user-info is refused: emodist reads no credentials from uris
+# (they would travel in rows, logs and Ray's task arguments); the SDK's usual places hold them.
+CREDENTIALS_IN_URI = ("the uri carries credentials (user:password@); emodist does not take credentials from uris, "
+                      "since they would reach rows and logs: remove them and give them as AWS_ACCESS_KEY_ID / "
+                      "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage.profile (for http(s), serve the clips "
+                      "without a password or copy them to a bucket)")
+
+
+def refuse_userinfo(uri: str, what: str) -> None:
+    """SourceError for an --input, --output or input.root that carries user-info: refused
+    at start, in one line that shows the uri without it."""
+    if userinfo(uri):
+        raise SourceError(f"{what} {without_userinfo(uri, uri)}: {CREDENTIALS_IN_URI}")
 
 
 def is_local(uri: str) -> bool:
@@ -181,6 +236,8 @@ def _explain_local(exc: BaseException, uri: str, action: str) -> str | None:
             problem = "is a file, not a folder" if blocker == path else f"{blocker} is a file, not a folder"
             fix = "choose a folder for --output" if writing else "check the path"
             return f"{path}: {problem}; {fix}"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return f"{path}: a symbolic link that loops (it leads back to itself through links); point it at a real folder or file"
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"{path}: read-only file system; choose a writable --output"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -202,12 +259,28 @@ def check_writable(uri: str, cfg: Any) -> None:
 
     fs, path = filesystem(uri, cfg)
     probe = f"{path.rstrip('/')}/_emodist_write_check_{uuid.uuid4().hex[:8]}"
+    _refuse_missing_bucket(fs, uri)
     try:
         fs.makedirs(path, exist_ok=True)
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message
         raise explain(exc, uri, "writing to") from None
+
+
+def _refuse_missing_bucket(fs, uri: str) -> None:
+    """An output bucket that does not exist is refused, not created: s3fs's makedirs would
+    create it (in the endpoint's default region, with its default policy)."""
+    b = bucket(uri)
+    if not b or not hasattr(fs, "call_s3"):
+        return
+    try:
+        fs.call_s3("head_bucket", Bucket=b)
+    except FileNotFoundError:
+        raise StorageError(f"{uri}: bucket '{b}' does not exist; create it first (e.g. aws s3 mb s3://{b}), "
+                           "or fix the bucket name (and storage.endpoint_url)") from None
+    except Exception:  # noqa: BLE001 - access and network errors: the write probe says which
+        return
 
 
 # --- secrets --------------------------------------------------------------------------

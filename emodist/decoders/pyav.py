@@ -14,7 +14,7 @@ import numpy as np
 from emodist.decoders.frames import decoded_row, fit_frame
 from emodist.decoders.probe import probe_container
 from emodist.errors import ClipError
-from emodist.io.open import ClipHandle, open_clip
+from emodist.io.open import NOT_READABLE, ClipHandle, open_clip
 from emodist.plan import FramePlan, make_plan
 
 # A planned time may fall this far past the last frame's start (it is still on screen).
@@ -123,6 +123,8 @@ def decode_video(handle: ClipHandle, cfg) -> dict:
 
     try:
         container = av.open(handle.for_pyav(), mode="r")
+    except PermissionError:  # av's own is one too: the file is fine, this user cannot read it
+        raise ClipError(NOT_READABLE) from None
     except av.error.FFmpegError as exc:
         raise ClipError(
             f"not a readable video (FFmpeg: {exc.strerror or exc}): truncated, damaged, or not a "

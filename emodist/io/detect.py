@@ -28,15 +28,34 @@ def open_source(input_uri: str, cfg=None) -> ClipSource:
         from emodist.config import Config
 
         cfg = Config()
+    storage.refuse_userinfo(input_uri, "input")
     try:
         fs, path = storage.filesystem(input_uri, cfg)
-        return _plan(fs, path, input_uri, cfg)
+        source = _plan(fs, path, input_uri, cfg)
+        if source.is_empty():
+            raise SourceError(_no_clips(input_uri, source))
+        return source
     except SourceError:
         raise
     except (ImportError, ValueError) as exc:
         raise SourceError(f"{input_uri}: cannot open: {scrub(str(exc))}") from None
     except Exception as exc:  # noqa: BLE001 - storage errors get a clear message
         raise storage.explain(exc, input_uri, "reading") from None
+
+
+def _no_clips(uri: str, source: ClipSource) -> str:
+    """Why an input with nothing in it is refused, worded for its kind: zero clips are
+    refused at start whatever the input is (an empty folder always was)."""
+    if source.format in ("manifest", "split"):
+        what = "manifest" if source.format == "manifest" else "split file"
+        return (f"{uri}: no clips: the {what}{'s hold' if len(source.files) > 1 else ' holds'} no clip line "
+                "(at most a header); add one line per clip")
+    if source.format == "webdataset":
+        return f"{uri}: no clips: the tar shards hold no members; check the shards"
+    if source.pattern is not None:
+        return (f"{uri}: no clips: the glob matches no video or frame folder; check the pattern "
+                f"(quote it, e.g. 'clips/*.mp4', so that the shell does not expand it)")
+    return f"{uri}: no clips found; pass a folder of videos or frame folders"
 
 
 def list_clips(input_uri: str, cfg=None) -> pa.Table:

@@ -102,11 +102,14 @@ def parse_split_line(line: str, labels: str | Sequence[str]) -> tuple[str, str]:
 
 def resolve_uri(u: str, base: str) -> str:
     """A manifest/split path made absolute: relative paths resolve against `base` (a
-    folder URI or path); URIs and absolute paths stay as they are."""
+    folder URI or path); URIs and absolute paths stay as they are. Either way in its
+    normal form, so that one file spelled two ways is one clip (a duplicate line)."""
+    from emodist.storage import normal_uri
+
     u = u.strip()
     if u and "://" not in u and not u.startswith("/"):
-        return posixpath.join(base, u) if base else u
-    return u
+        return normal_uri(posixpath.join(base, u) if base else u)
+    return normal_uri(u)
 
 
 def parse_jsonl_line(line: str) -> dict:

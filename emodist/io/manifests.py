@@ -42,7 +42,7 @@ def no_uri_column(names) -> str:
 def base_for(uri: str, cfg) -> str:
     """What relative paths in the manifest at `uri` resolve against."""
     root = cfg.input.root
-    return root.rstrip("/") if root else rows.dirname_uri(uri)
+    return storage.normal_uri(root) if root else rows.dirname_uri(storage.normal_uri(uri))
 
 
 def first_line(fs, path: str) -> str:

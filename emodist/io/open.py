@@ -9,6 +9,7 @@ streamed through fsspec's read-ahead cache (both decoders seek in them).
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -20,6 +21,12 @@ from emodist.errors import ClipError
 from emodist.io import limits, shards
 
 WHOLE_READ_BYTES = 64 << 20
+
+# A clip's path that no decoder could fix, said as such (not "re-encode it").
+LINK_LOOP = ("a symbolic link that loops (it leads back to itself through links); point the link at the "
+             "video file, or remove it from the input")
+NOT_READABLE = ("permission denied: this user cannot read the file; make it readable (chmod a+r) or run as a "
+                "user who can")
 
 # What a path in an input folder can be besides a regular file (os.stat's mode tests).
 _NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
@@ -76,7 +83,14 @@ def open_clip(uri: str, cfg, data: bytes | None = None) -> ClipHandle:
         return ClipHandle(uri, len(data), data=data)
     if storage.is_local(uri):
         path = uri.removeprefix("file://")
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ClipError(LINK_LOOP) from None
+            raise
+        if not os.access(path, os.R_OK):
+            raise ClipError(NOT_READABLE)
         # Checked before anything opens it: opening a named pipe waits for a writer forever,
         # and its size of 0 would call it an empty file.
         kind = next((what for test, what in _NOT_REGULAR if test(st.st_mode)), None)

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from emodist import carry
 from emodist import schema as col
-from emodist.storage import protocol_prefix, scrub
+from emodist.storage import CREDENTIALS_IN_URI, protocol_prefix, scrub, userinfo, without_userinfo
 
 DATA = "data"  # a clip's bytes when it comes from a tar shard; null for clips read by URI
 LIST_STAGE = "list"
@@ -43,14 +43,20 @@ ONE_ID_EACH = "give each clip its own clip_id, or leave the column out (ids then
 
 
 def ok(clip_id: str, uri: str, label: str = "", data: bytes | None = None, line: int | None = None) -> dict:
-    """A clip's row; `line`: where a manifest states it (for messages; not a column)."""
+    """A clip's row; `line`: where a manifest states it (for messages; not a column).
+    A uri with user-info (s3://KEY:SECRET@bucket/...) is not read: the row is a failure
+    whose id, uri and message hold no credentials (storage.CREDENTIALS_IN_URI)."""
+    if userinfo(uri):
+        return fail(clip_id, uri, f"{f'line {line}: ' if line else ''}{CREDENTIALS_IN_URI}")
     return {col.CLIP_ID: clip_id, col.URI: uri, col.REF_LABEL: label or "",
             col.ERROR_STAGE: "", col.ERROR_TYPE: "", col.ERROR_MESSAGE: "", DATA: data, carry.COLUMN: None,
             carry.PRIOR_ATTEMPTS: 0, "_line": line}
 
 
 def fail(clip_id: str, uri: str, message: str) -> dict:
-    return {col.CLIP_ID: clip_id, col.URI: scrub(uri), col.REF_LABEL: "",
+    # An id made from a uri with user-info holds it too ('KEY:SECRET@bucket/a'): both lose it.
+    clip_id, uri = without_userinfo(clip_id, uri), without_userinfo(uri, uri)
+    return {col.CLIP_ID: scrub(clip_id), col.URI: scrub(uri), col.REF_LABEL: "",
             col.ERROR_STAGE: LIST_STAGE, col.ERROR_TYPE: "SourceError",
             col.ERROR_MESSAGE: scrub(f"{LIST_STAGE}: {uri}: {message}"), DATA: None, carry.COLUMN: None,
             carry.PRIOR_ATTEMPTS: 0}

@@ -69,6 +69,23 @@ class ClipSource:
                     return None
         return n
 
+    def is_empty(self, budget_s: float = COUNT_BUDGET_S) -> bool:
+        """True when the input gives no row at all (a manifest with a header and no lines, a
+        glob that matches nothing): known by reading until the first row, for at most
+        `budget_s` (an object-store listing that takes longer counts as not empty: the run
+        then finds out)."""
+        if self.table is not None:
+            return self.table.num_rows == 0
+        if self.format == "listing" and self.pattern is None:
+            return False  # a folder: detect looked at its first listing page already
+        deadline = time.monotonic() + budget_s
+        for make_rows, _ in self.row_generators():
+            for _ in make_rows():
+                return False
+            if time.monotonic() > deadline:
+                return False
+        return True
+
     def row_generators(self) -> list[tuple[RowGenerator, str]]:
         """(picklable generator of SOURCE rows, name) per read task."""
         cfg = self.cfg
