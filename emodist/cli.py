@@ -165,7 +165,7 @@ def show(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (storage settings for s3://).")] = None,
 ) -> None:
     """A clip's label and its timeline: one line per gap between keyframes (a second by
-    default), with the motion description the labeler read."""
+    default), with the motion description the labeler read, and where no face is in view."""
     import pyarrow.compute as pc
 
     from emodist.config import ConfigError, load_config
@@ -183,6 +183,10 @@ def show(
     for r in table.slice(0, limit if clip is None else table.num_rows).to_pylist():
         typer.echo(f"{r['clip_id']}: {r['label']} ({_top(r)})"
                    + (f", truth {r['ref_label']}" if r.get("ref_label") else ""))
+        if r.get("no_face_spans_s"):  # absent from rows written before issue 32
+            from emodist.presence import span_text
+
+            typer.echo(f"  face in {r['face_ratio']:.0%} of frames; no face at {span_text(r['no_face_spans_s'])}")
         for (a, b), d in zip(r.get("gap_spans_s") or [], r.get("descriptions") or []):
             typer.echo(f"  {a:6.2f}-{b:6.2f} s  {d}")
     if clip is None:

@@ -59,6 +59,9 @@ class Committer:
         constants = dict(self.constants)
         if col.FACE_RATIO not in batch:
             constants[col.FACE_RATIO] = float("nan")
+        for c in (col.KEYFRAME_FACE, col.GAP_FACE, col.NO_FACE_SPANS):
+            if c not in batch:
+                constants[c] = None
         preds = col.table_of(col.PREDICTIONS, batch, np.flatnonzero(stages == ""), constants)
         fails = self._failures_of(batch, np.flatnonzero(failed))
         preds, conflicts = self._fresh(preds)

@@ -21,7 +21,11 @@ NATIVE_FPS = "native_fps"
 DECODE_DEVICE = "decode_device"
 
 # face stage
-FACE_RATIO = "face_ratio"  # share of frames with a detected face; NaN without the face stage
+FACE_RATIO = "face_ratio"  # share of decoded frames with a detected face; NaN without the face stage
+FACE_FOUND = "face_found"  # bool (N,) per frame: a face was found (travels with FRAMES)
+KEYFRAME_FACE = "keyframe_face"  # list[bool], one per keyframe; null without the face stage
+GAP_FACE = "gap_face"  # list[list[bool]]: per gap, one per in-between frame; null likewise
+NO_FACE_SPANS = "no_face_spans_s"  # list[[first, last]]: times of runs of frames without a face
 
 # describe stage
 DESCRIPTIONS = "descriptions"  # list[str], one per gap
@@ -73,6 +77,9 @@ PREDICTIONS = pa.schema(
         (NATIVE_FPS, pa.float64()),
         (DECODE_DEVICE, pa.string()),
         (FACE_RATIO, pa.float64()),
+        (KEYFRAME_FACE, pa.list_(pa.bool_())),
+        (GAP_FACE, pa.list_(pa.list_(pa.bool_()))),
+        (NO_FACE_SPANS, pa.list_(pa.list_(pa.float64(), 2))),
         (MODE, pa.string()),
         (PROMPT_VERSION, pa.string()),
         (DESCRIBER_MODEL, pa.string()),
@@ -101,7 +108,9 @@ FAILURES = pa.schema(
 
 def _column(values, field: pa.Field) -> pa.Array:
     if pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type):
-        values = [v.tolist() if hasattr(v, "tolist") else list(v) for v in values]
+        # A null list can come back from Ray's Arrow blocks as NaN.
+        values = [None if v is None or (isinstance(v, float) and v != v) else
+                  v.tolist() if hasattr(v, "tolist") else list(v) for v in values]
     return pa.array(values, type=field.type)
 
 

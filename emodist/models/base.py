@@ -26,6 +26,8 @@ class Gap:
     end_s: float
     frames: np.ndarray  # uint8 (M, H, W, 3)
     ts_s: np.ndarray  # float64 (M,)
+    # bool (M,): a face was found on the frame; None when nobody looked (no face stage).
+    face: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -40,6 +42,10 @@ class ClipInput:
     # Every decoded frame (keyframes and in-between), for labelers that use dense frames.
     frames: np.ndarray | None = None
     frame_ts_s: np.ndarray | None = None
+    # bool per keyframe and per frame of `frames`: a face was found (None: nobody looked,
+    # or a clip flagged for having no face at all, labeled on whole frames).
+    keyframe_face: np.ndarray | None = None
+    frame_face: np.ndarray | None = None
 
 
 @dataclass(slots=True)

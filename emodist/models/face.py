@@ -7,7 +7,8 @@ OpenCV, and no new pip dependency. The pipeline follows facenet-pytorch's
 `detect_face`: image pyramid -> P-net proposals -> R-net refine -> O-net refine.
 
 `FaceCropper.crop_clip` detects the largest face on (up to `max_detect_frames` evenly
-spaced) frames, fills the other frames by linear interpolation in time, smooths the
+spaced) frames, and halfway between two probes that disagree until the frame where
+the face comes or goes is found; fills the other frames by linear interpolation in time, smooths the
 box track with a running median, widens it into a square with a margin, and crops.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ class CropResult:
     crops: np.ndarray  # uint8 (N, S, S, 3)
     boxes: np.ndarray  # float32 (N, 4) x0, y0, x1, y1 of the square crop, in frame pixels
     found: np.ndarray  # bool (N,): a face was detected on this frame (or its nearest probe)
-    face_ratio: float  # share of probed frames with a face; 0 means no face in the clip
+    face_ratio: float  # share of frames with a face (found.mean()); 0 means no face in the clip
 
     def __repr__(self) -> str:
         n, size = len(self.crops), self.crops.shape[1:3]
@@ -300,6 +301,7 @@ class FaceCropper:
         if self.max_detect_frames is not None and n > self.max_detect_frames:
             probes = np.unique(np.linspace(0, n - 1, self.max_detect_frames).round().astype(int))
         det, ok = self.detect_largest(frames[probes])
+        probes, det, ok = self._bisect_changes(frames, probes, det, ok)
         # Nearest probe decides `found` for frames that were not probed.
         nearest = np.abs(np.arange(n)[:, None] - probes[None, :]).argmin(axis=1)
         found = ok[nearest]
@@ -310,7 +312,26 @@ class FaceCropper:
             return CropResult(self._crop(frames, boxes), boxes, found, 0.0)
         boxes = smooth_boxes(n, probes[ok], det[ok], smooth=self.smooth, window=self.smooth_window,
                              margin=self.margin)
-        return CropResult(self._crop(frames, boxes), boxes, found, float(ok.mean()))
+        return CropResult(self._crop(frames, boxes), boxes, found, float(found.mean()))
+
+    def _bisect_changes(self, frames: np.ndarray, probes: np.ndarray, det: np.ndarray,
+                        ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where two neighbouring probes disagree (the face left or came back between
+        them), detect on the frame halfway, until the change lies between two adjacent
+        frames: `found` is then exact at every change the probes saw, for a few
+        detections each. A face-free stretch shorter than the probe spacing, between
+        two probes that both see the face, can still go unseen."""
+        known = {int(p): (d, bool(o)) for p, d, o in zip(probes, det, ok)}
+        while True:
+            idx = sorted(known)
+            todo = [(a + b) // 2 for a, b in zip(idx, idx[1:]) if b - a > 1 and known[a][1] != known[b][1]]
+            if not todo:
+                break
+            d, o = self.detect_largest(frames[todo])
+            known.update({t: (d[j], bool(o[j])) for j, t in enumerate(todo)})
+        idx = sorted(known)
+        return (np.array(idx), np.stack([known[i][0] for i in idx]).astype(np.float32),
+                np.array([known[i][1] for i in idx]))
 
     def _crop(self, frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Crop each box (zero padding outside the frame) and resize to out_size."""

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from emodist.config import Mode
 
-PROMPT_VERSION = "v1"
+# v2: keyframes and in-between frames without a face are said to have none (issue 32).
+PROMPT_VERSION = "v2"
 LETTERS = string.ascii_uppercase
 
 DESCRIBE_TEMPLATE = (
@@ -30,6 +31,8 @@ INTRO = {
     "dense": "Frames of a video of a face, in time order.",
     "text": "Descriptions of the facial motion in a video of a face, in time order.",
 }
+
+NO_FACE = "no face in view (not shown)."
 
 Part = dict[str, str]
 
@@ -59,14 +62,20 @@ def label_prompt(
     gap_spans_s: Sequence[tuple[float, float]],
     options: Sequence[str],
     template: str | None = None,
+    keyframe_face: Sequence[bool] | None = None,
 ) -> list[Part]:
     """Keyframes interleaved with the descriptions of the gaps between them (msce),
-    keyframes only (sparse, dense) or descriptions only (text), then the question."""
+    keyframes only (sparse, dense) or descriptions only (text), then the question.
+    A keyframe without a face (`keyframe_face`) is said to have none, without its image:
+    the model is never asked to read an emotion from a background. The descriptions
+    already name the in-between frames without a face ("no face at 4.25-4.75 s")."""
     parts: list[Part] = [text(INTRO[mode])]
     show_images = mode != "text"
     show_text = mode in ("msce", "text")
     for k, t in enumerate(keyframe_ts_s):
-        if show_images:
+        if show_images and keyframe_face is not None and not keyframe_face[k]:
+            parts.append(text(f"\nFrame at {t:.2f} s: {NO_FACE}"))
+        elif show_images:
             parts += [text(f"\nFrame at {t:.2f} s:"), IMAGE]
         if show_text and k < len(descriptions):
             start, end = gap_spans_s[k]
@@ -87,7 +96,10 @@ def label_requests(clips, option_orders, mode: Mode, template: str | None = None
     (`option_orders(clip_id)`), keyframes as images except in text mode."""
     parts, images = [], []
     for clip in clips:
+        face = clip.keyframe_face
+        shown = [] if mode == "text" else [f for k, f in enumerate(clip.keyframes) if face is None or face[k]]
         for options in option_orders(clip.clip_id):
-            parts.append(label_prompt(mode, clip.keyframe_ts_s, clip.descriptions, clip.gap_spans_s, options, template))
-            images.append([] if mode == "text" else list(clip.keyframes))
+            parts.append(label_prompt(mode, clip.keyframe_ts_s, clip.descriptions, clip.gap_spans_s, options,
+                                      template, face))
+            images.append(list(shown))
     return parts, images

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from emodist import presence
 from emodist.models.base import ClipInput, Gap, LabelResult
 from emodist.models.expression import CLASSES, MODEL_ID, to_labels
 from emodist.models.face import NoFaceError
@@ -110,12 +111,13 @@ class _FaceExpression:
         self.classifier = classifier or ExpressionClassifier(device, batch_size, cache_dir=cache_dir)
         self.cropper = (cropper or FaceCropper(cache_dir=cache_dir)) if face_crop else None
 
-    def _inputs(self, frames: np.ndarray) -> tuple[np.ndarray, float]:
-        """Crops to classify and the share of frames with a face (1.0 without cropping)."""
+    def _inputs(self, frames: np.ndarray, face: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Crops to classify and which frames show a face: `face` when the caller knows
+        (the face stage found them), the cropper's own finding, or None (whole frames)."""
         if self.cropper is None:
-            return frames, 1.0
+            return frames, face
         r = self.cropper.crop_clip(frames)
-        return r.crops, r.face_ratio
+        return r.crops, r.found if face is None else face & r.found
 
     def _probs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Classify several frame stacks in one batch; split the result back."""
@@ -134,8 +136,10 @@ class TrajectoryDescriber(_FaceExpression):
     """Describer: one sentence per gap about how the facial expression moves.
 
     face_crop: crop the face before classifying (recommended; whole frames are only
-        right for datasets of face-cropped frames). A gap where no face is found in any
-        frame is described as "no face visible".
+        right for datasets of face-cropped frames). Only the frames with a face (the
+        gap's `face` flags, or the cropper's) are described; the others are named with
+        their times: "happy rises to 0.81 at 3.25 s; no face at 3.75 s", or
+        "no face at 4.25-5.00 s" for a gap without one.
     min_change: smallest probability change that counts as movement (describe_trajectory).
     """
 
@@ -147,26 +151,30 @@ class TrajectoryDescriber(_FaceExpression):
         self.min_change = min_change
         self.model_id = f"{MODEL_ID}{'+mtcnn' if face_crop else ''}/trajectory"
 
-    def trajectories(self, gaps: Sequence[Gap]) -> list[tuple[np.ndarray, float]]:
-        """Per gap: (M, 7) probabilities in CLASSES order, and the share with a face."""
-        prepared = [self._inputs(g.frames) if len(g.frames) else (g.frames, 0.0) for g in gaps]
+    def trajectories(self, gaps: Sequence[Gap]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per gap: (M, 7) probabilities in CLASSES order, and which frames show a face
+        (None: not known, every frame counts)."""
+        prepared = [self._inputs(g.frames, g.face) if len(g.frames) else (g.frames, g.face) for g in gaps]
         probs = self._probs([x for x, _ in prepared])
-        return [(p, ratio) for p, (_, ratio) in zip(probs, prepared)]
+        return [(p, face) for p, (_, face) in zip(probs, prepared)]
 
     def describe(self, gaps: Sequence[Gap]) -> list[str]:
         out = []
-        for g, (p, ratio) in zip(gaps, self.trajectories(gaps)):
-            if len(p) and ratio == 0.0:
-                out.append("no face visible")
-            else:
+        for g, (p, face) in zip(gaps, self.trajectories(gaps)):
+            if face is None or face.all():
                 out.append(describe_trajectory(g.ts_s, p, min_change=self.min_change))
+                continue
+            # The classifier reads a background as some emotion too: face frames only.
+            moved = describe_trajectory(g.ts_s[face], p[face], min_change=self.min_change) if face.any() else ""
+            out.append(presence.joined(moved, presence.absent_text(g.ts_s, face)))
         return out
 
 
 class AggregateLabeler(_FaceExpression):
     """Labeler: per-frame expression probabilities over the whole clip, pooled.
 
-    Uses every decoded frame (`ClipInput.frames`), else the keyframes. aggregate: "mean"
+    Uses every decoded frame (`ClipInput.frames`), else the keyframes, of those only the
+    ones with a face (`frame_face` / `keyframe_face`, or the cropper's). aggregate: "mean"
     or "peak" (see `aggregate`). The classifier's 7 classes map onto the requested
     labels by name (synonyms allowed: "happiness" -> happy); labels it cannot express
     (MAFW's contempt, anxiety, helplessness, disappointment) always get probability 0
@@ -192,16 +200,17 @@ class AggregateLabeler(_FaceExpression):
         """Per clip: (N, 7) per-frame probabilities in CLASSES order."""
         inputs = []
         for c in clips:
-            frames = c.frames if c.frames is not None and len(c.frames) else c.keyframes
+            dense = c.frames is not None and len(c.frames)
+            frames, face = (c.frames, c.frame_face) if dense else (c.keyframes, c.keyframe_face)
             if frames is None or len(frames) == 0:
                 raise ValueError(f"clip {c.clip_id}: no frames to label; the decode plan "
                                  "produced none (check the clip's duration)")
-            crops, ratio = self._inputs(frames)
-            if ratio == 0.0:
+            crops, face = self._inputs(frames, None if face is None else np.asarray(face, bool))
+            if face is not None and not face.any():
                 raise NoFaceError(f"clip {c.clip_id}: no face found in any of {len(frames)} "
                                   "frames (no_face); check the clip shows a face, or label "
                                   "whole frames with face_crop=False")
-            inputs.append(crops)
+            inputs.append(crops if face is None else crops[face])
         return self._probs(inputs)
 
     def score(self, clips: Sequence[ClipInput], labels: Sequence[str]) -> list[LabelResult]:

@@ -1,7 +1,10 @@
 """Face stage: the largest face per frame, a stable crop across the clip (MTCNN).
 
-A clip with no face on any frame fails with reason `no_face`, or, with
-`face.on_missing=flag`, goes on uncropped with `face_ratio` 0 so it can be filtered.
+Which frames show a face travels on with the frames (`face_found`), so the describer
+and labeler never read an expression into a frame without one. A clip with a face on
+fewer than `face.min_face_share` of its frames (or none) fails with reason `no_face`,
+or, with `face.on_missing=flag`, goes on with its `face_ratio` so it can be filtered; a
+flagged clip with no face at all goes on uncropped, labeled on the whole frame.
 """
 from __future__ import annotations
 
@@ -29,20 +32,27 @@ class FaceStage(Stage):
         n = len(batch[col.CLIP_ID])
         frames = list(batch[col.FRAMES])
         ratio = np.full(n, np.nan)
+        found = [np.zeros(0, bool)] * n
+        least = self.cfg.face.min_face_share
         for i in rows:
             try:
                 result = self.cropper.crop_clip(frames[i])
-                ratio[i] = result.face_ratio
-                if result.face_ratio == 0:
+                ratio[i], found[i] = result.face_ratio, result.found
+                if result.face_ratio == 0 or result.face_ratio < least:
                     if self.cfg.face.on_missing == "fail":
+                        what = ("no face found in any sampled frame" if result.face_ratio == 0 else
+                                f"a face in only {result.face_ratio:.0%} of the sampled frames "
+                                f"(face.min_face_share={least:g})")
                         raise NoFaceError(
-                            "no_face: no face found in any sampled frame; check the clip, or set "
-                            "face.on_missing=flag to label it on the whole frame"
-                        )
-                    continue  # flagged: whole frames, face_ratio 0
+                            f"no_face: {what}; check the clip, or set face.on_missing=flag to label "
+                            "it anyway" + (" on the whole frame" if result.face_ratio == 0 else
+                                           " from its face frames, or lower face.min_face_share"))
+                    if result.face_ratio == 0:
+                        continue  # flagged: whole frames, face_ratio 0
                 frames[i] = result.crops
             except Exception as exc:  # noqa: BLE001 - one clip fails alone
                 mark_failed(batch, int(i), self.name, exc)
         batch[col.FRAMES] = object_column(frames)
         batch[col.FACE_RATIO] = ratio
+        batch[col.FACE_FOUND] = object_column(found)
         return batch

@@ -14,9 +14,9 @@ from emodist.models.base import ClipInput, Labeler
 from emodist.models.scoring import parse_answer
 from emodist.plan import KEYFRAME
 from emodist.stages.base import AsyncStage, Batch, object_column, set_torch_threads
-from emodist.stages.describe import REQUIRED
+from emodist.stages.describe import REQUIRED, face_mask
 
-DROP = (col.FRAMES, col.FRAME_TS, col.FRAME_GAP)
+DROP = (col.FRAMES, col.FRAME_TS, col.FRAME_GAP, col.FACE_FOUND)
 
 
 @dataclass
@@ -45,11 +45,14 @@ class Labeling:
         frames, ts, gap = batch[col.FRAMES][i], batch[col.FRAME_TS][i], batch[col.FRAME_GAP][i]
         kf = gap == KEYFRAME
         all_frames = self.labeler.wants_all_frames
+        found = face_mask(batch, i)
         return ClipInput(
             clip_id=str(batch[col.CLIP_ID][i]), keyframes=frames[kf], keyframe_ts_s=ts[kf],
             descriptions=list(batch[col.DESCRIPTIONS][i] if descriptions is None else descriptions),
             gap_spans_s=[tuple(s) for s in (batch[col.GAP_SPANS][i] if spans is None else spans)],
             frames=frames if all_frames else None, frame_ts_s=ts if all_frames else None,
+            keyframe_face=None if found is None else found[kf],
+            frame_face=found if all_frames else None,
         )
 
     async def clip(self, batch: Batch, i: int, out: Labeled, descriptions=None, spans=None) -> None:
@@ -76,7 +79,7 @@ class Labeling:
             [batch[col.FRAME_TS][i][batch[col.FRAME_GAP][i] == KEYFRAME] for i in range(n)]
         )
         for c in DROP:
-            del batch[c]
+            batch.pop(c, None)
         return batch
 
 
@@ -119,14 +122,15 @@ class _RowDebias:
     async def content_free(self, clip: ClipInput) -> np.ndarray:
         """The labeler's distribution for a content-free input of the clip's prompt shape
         (gray frames, empty descriptions), computed once per shape (Zhao et al. 2021)."""
-        shape = (len(clip.keyframes), len(clip.descriptions), clip.keyframes.shape[1:])
+        faces = None if clip.keyframe_face is None else tuple(bool(f) for f in clip.keyframe_face)
+        shape = (len(clip.keyframes), len(clip.descriptions), clip.keyframes.shape[1:], faces)
         if shape not in self._content_free:
             gray = ClipInput(
                 clip_id="content-free", keyframes=np.full_like(clip.keyframes, 128),
                 keyframe_ts_s=clip.keyframe_ts_s, descriptions=[""] * len(clip.descriptions),
                 gap_spans_s=clip.gap_spans_s,
                 frames=None if clip.frames is None else np.full_like(clip.frames, 128),
-                frame_ts_s=clip.frame_ts_s,
+                frame_ts_s=clip.frame_ts_s, keyframe_face=clip.keyframe_face, frame_face=clip.frame_face,
             )
             # One computation per shape, however many clips of that shape wait for it.
             self._content_free[shape] = asyncio.ensure_future(self.labeler.score([gray], self.cfg.label_names))

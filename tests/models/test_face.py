@@ -97,6 +97,27 @@ def test_crop_is_stable_and_tracks_the_face(fetched, cropper):
     assert ((r.boxes[:, 0] < cx) & (cx < r.boxes[:, 2]) & (r.boxes[:, 1] < cy) & (cy < r.boxes[:, 3])).all()
 
 
+def test_where_the_face_leaves_and_returns_is_found_exactly(fetched, cropper):
+    """Probing a few frames, then halving the stretch between two probes that disagree:
+    each frame's face flag is right at both changes, for fewer detections than frames."""
+    from emodist.models.face import FaceCropper
+
+    frames, _ = decode(fetched["pexels_video"], 0.25, 0.0, 8.0)  # 32 frames
+    frames[11:19] = 90  # the face is gone for 8 frames
+    seen = []
+
+    class Counting(FaceCropper):
+        def detect_largest(self, f, chunk=16):
+            seen.append(len(f))
+            return super().detect_largest(f, chunk)
+
+    r = Counting(max_detect_frames=8, detector=cropper.detector).crop_clip(frames)
+    want = np.ones(len(frames), bool)
+    want[11:19] = False
+    assert (r.found == want).all(), np.flatnonzero(r.found != want)
+    assert r.face_ratio == pytest.approx(24 / 32) and sum(seen) < len(frames) // 2, seen
+
+
 def test_no_face_video_gives_zero_ratio(fetched, cropper):
     frames, _ = decode(fetched["no_face_video"], 0.5)
     r = cropper.crop_clip(frames)

@@ -124,4 +124,33 @@ def test_describer_names_the_rising_class(pexels, labeler):
     texts = d.describe([turn, steady, blank])
     assert texts[0].startswith("happy rises to") and "replacing sad" in texts[0], texts[0]
     assert texts[1].startswith("steady happy"), texts[1]
-    assert texts[2] == "no face visible"
+    assert texts[2] == "no face at 2.00-3.00 s"
+
+
+def test_frames_without_a_face_are_named_not_described_nor_pooled(pexels, labeler):
+    """Issue 32: a face that leaves the frame. The describer describes the gap's face
+    frames and names the others with their times; the labeler pools face frames only."""
+    from emodist.models.specialist import TrajectoryDescriber, aggregate
+
+    frames, ts = pexels
+    sad = frames[ts < 3.0][:4]
+    blank = np.full((4, *frames.shape[1:]), 90, np.uint8)
+    mixed = np.concatenate([sad[:2], blank[:2]])
+    gap = Gap("pexels", 0, 1.0, 2.0, mixed, np.array([1.25, 1.5, 1.75, 2.0]))
+    d = TrajectoryDescriber(cropper=labeler.cropper, classifier=labeler.classifier)
+    text = d.describe([gap])[0]
+    assert text.startswith("steady sad") and text.endswith("; no face at 1.75-2.00 s"), text
+    # Told by the face stage (face flags on cropped frames): the same rule, no cropper.
+    told = TrajectoryDescriber(face_crop=False, classifier=labeler.classifier)
+    crops = labeler.cropper.crop_clip(mixed).crops
+    flags = np.array([True, False, True, False])
+    text = told.describe([Gap("pexels", 0, 1.0, 2.0, crops, gap.ts_s, flags)])[0]
+    assert text.endswith("; no face at 1.50 s, 2.00 s") and "sad" in text, text
+    # The labeler: the blank frames would pull the mean away from sad; they are left out.
+    clip = ClipInput("c", mixed[::2], gap.ts_s[::2], frames=mixed, frame_ts_s=gap.ts_s)
+    pooled = labeler.score([clip], DFEW)[0]
+    face_only = labeler.classifier.predict(labeler.cropper.crop_clip(mixed).crops[:2]).mean(axis=0)
+    assert pooled.probs[DFEW.index("sad")] == pytest.approx(face_only[SAD], abs=1e-6)
+    everything = aggregate(labeler.classifier.predict(labeler.cropper.crop_clip(mixed).crops))
+    assert abs(everything[SAD] - face_only[SAD]) > 0.05  # the check could fail
+    assert pooled.answer.endswith("mean of 2 frames)")

@@ -199,3 +199,63 @@ def test_free_text_answers_never_crash(decoded, describe):
     assert list(out[col.ANSWER]) == ["banana", "", "(B) sad"]
     assert list(out[col.ANSWER_LABEL]) == ["", "", "sad"]
     assert list(out[col.ERROR_STAGE]) == ["", "", ""]
+
+
+def test_the_vlm_is_told_where_the_face_is_absent_never_shown_it(decoded, describe, monkeypatch):
+    """Issue 32 on the VLM path: with the face stage's per-frame flags, the describer gets
+    a gap's face frames only (a gap with none is not sent), the labeler's prompt says which
+    keyframe and in-between frames have no face and carries no image of them, and the row
+    records where the face was."""
+    from emodist.models.prompts import IMAGE
+
+    cfg, batch = decoded
+    i = int(np.argmax([len(ts) for ts in batch[col.FRAME_TS]]))
+    ts, gap = batch[col.FRAME_TS][i], batch[col.FRAME_GAP][i]
+    assert (gap == -1).sum() >= 3, "a clip with two gaps"
+    found = np.ones(len(ts), bool)
+    found[(gap == -1) & np.isclose(ts, 1.0)] = False  # the second keyframe
+    found[gap == 1] = False  # the whole second gap
+    g0 = np.flatnonzero(gap == 0)
+    found[g0[-1]] = False  # the last in-between frame of the first gap
+    batch = {k: v.copy() for k, v in batch.items()}
+    batch[col.FACE_FOUND] = np.empty(len(batch[col.CLIP_ID]), dtype=object)
+    for k in range(len(batch[col.CLIP_ID])):
+        batch[col.FACE_FOUND][k] = found if k == i else np.ones(len(batch[col.FRAME_TS][k]), bool)
+
+    engine = describe.describer.engine
+    asked = {"describe": [], "label": []}
+    generate, logprobs = engine.generate, engine.token_logprobs
+
+    async def generating(reqs, n):
+        asked["describe"] += [r for r in reqs if r.parts[-1]["text"].startswith("These")]
+        return await generate(reqs, n)
+
+    async def scoring(reqs, ids):
+        asked["label"] += reqs
+        return await logprobs(reqs, ids)
+
+    monkeypatch.setattr(engine, "generate", generating)
+    monkeypatch.setattr(engine, "token_logprobs", scoring)
+    one = {k: (v[i:i + 1] if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+    out = run_sync(label_stage(cfg, describe)(run_sync(describe(one))))
+    assert out[col.ERROR_STAGE][0] == ""
+    n_gaps = int((gap == -1).sum()) - 1
+    # gap 1 is never described; gap 0 shows its face frames only
+    assert len(asked["describe"]) == n_gaps - 1
+    assert len(asked["describe"][0].images) == len(g0) - 1
+    desc = out[col.DESCRIPTIONS][0]
+    last = ts[g0[-1]]
+    assert desc[0].endswith(f"; no face at {last:.2f} s"), desc[0]
+    g1 = ts[gap == 1]
+    assert desc[1] == f"no face at {g1[0]:.2f}-{g1[-1]:.2f} s"
+    (prompt,) = asked["label"]
+    text = "".join(p["text"] for p in prompt.parts if p["type"] == "text")
+    assert "Frame at 1.00 s: no face in view (not shown)." in text and desc[1] in text
+    kf_face = found[gap == -1]
+    assert len(prompt.images) == kf_face.sum() == sum(p is IMAGE or p == IMAGE for p in prompt.parts)
+    assert list(out[col.KEYFRAME_FACE][0]) == kf_face.tolist()
+    assert [list(g) for g in out[col.GAP_FACE][0]] == [found[gap == g].tolist() for g in range(n_gaps)]
+    from emodist.presence import absent_spans
+
+    assert [list(s) for s in out[col.NO_FACE_SPANS][0]] == absent_spans(ts, found)
+    assert col.FACE_FOUND not in out
