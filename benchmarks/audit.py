@@ -7,7 +7,7 @@ Each size gets a synthetic run folder with the real prediction schema (emodist/s
 written by emodist/audit/synthetic.py: 7 classes, 10% of the manifest's labels wrong,
 parts of 100k rows) and a parquet manifest. The audit (ranking, flip table, issues.parquet,
 audit.json, the review page of the top 200 without keyframes: the synthetic uris are no
-files) runs in a fresh interpreter, so its peak RSS (getrusage) is its own; the same
+files) runs in a fresh interpreter, so its peak RSS (VmHWM) is its own; the same
 interpreter's RSS after the imports alone is printed beside it.
 """
 from __future__ import annotations
@@ -26,15 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "RESULT "
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+def hwm():  # this process image's peak RSS (ru_maxrss would carry the parent's across fork)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 from emodist.audit.report import audit
 from emodist.config import Config
 import cleanlab.experimental.label_issues_batched, sklearn.metrics  # imports before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 t = time.perf_counter()
 s = audit(sys.argv[1], sys.argv[2], sys.argv[3], Config(), top=200, with_frames=False)
 secs = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print("RESULT " + json.dumps({"seconds": secs, "peak_rss_mb": peak / 1024, "import_rss_mb": base / 1024,
                               "issues": s["counts"]["issues"], "scored": s["counts"]["scored"]}))
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 BINS = 15
+T_MIN, T_MAX = 0.02, 50.0  # temperature search range
 RELIABILITY_PNG = "reliability.png"
 _FLOOR = 1e-12  # log(0) guard: a class given exactly 0 would make the NLL infinite
 
@@ -58,7 +59,7 @@ def fit_temperature(probs: np.ndarray, truth: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     res = minimize_scalar(lambda lt: nll(scale(probs, float(np.exp(lt))), truth),
-                          bounds=(np.log(0.02), np.log(50.0)), method="bounded")
+                          bounds=(np.log(T_MIN), np.log(T_MAX)), method="bounded")
     return float(np.exp(res.x))
 
 
@@ -88,6 +89,9 @@ def report(evaluated: Labeled, calibration: Labeled | None, calibrate_on: str | 
     if calibration is not None and len(calibration.truth):
         t = fit_temperature(calibration.probs, calibration.truth)
         after = scale(evaluated.probs, t)
+        if not T_MIN * 1.01 < t < T_MAX / 1.01:
+            out["temperature_note"] = (f"T = {t:.3g} is at the search bound [{T_MIN}, {T_MAX}]: the distributions say "
+                                       "little about the calibration labels (too few clips, or a model that misses)")
         out |= {"temperature": t, "fitted_on": calibrate_on, "calibration_clips": len(calibration.truth),
                 "after": scores(after, evaluated.truth, bins),
                 "reliability_after": reliability(after, evaluated.truth, bins)}
@@ -189,8 +193,9 @@ def for_eval(predictions: str, labels_uri: str, cfg, *, calibrate_on: str | None
                 if corpus_probs is None:
                     notes.append("prevalence: not every prediction carries a distribution; EM skipped, "
                                  "the confusion-matrix correction is the adjusted share")
+                cal_probs = probs_a[rows] if corpus_probs is not None and ok[rows].all() else None
                 prev_block = prev.report(labels, pred_a[valid], corpus_probs, truth, cp, calibrate_on,
-                                         bootstrap=bootstrap, seed=seed, level=level)
+                                         bootstrap=bootstrap, seed=seed, level=level, cal_probs=cal_probs)
     return cal_block, prev_block, notes
 
 
@@ -213,5 +218,5 @@ def format_table(cal: dict | None, prev: dict | None, notes: list[str]) -> str:
         from emodist.prevalence import format_table as shares_table
 
         lines.append(shares_table(prev))
-    lines += [f"  note: {n}" for n in notes]
+    lines += [f"  note: {n}" for n in notes + ([cal["temperature_note"]] if cal and "temperature_note" in cal else [])]
     return "\n".join(lines)

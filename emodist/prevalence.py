@@ -7,8 +7,8 @@ sink). Two standard corrections, both fitted on the calibration subset:
   pi is the non-negative least-squares solution, normalised;
 - EM re-estimation of the prior (Saerens, Latinne and Decaestecker, Neural Computation
   2002), when distributions are stored: posteriors are re-weighted by pi / pi_source and
-  renormalised, pi re-estimated as their mean, until it stops moving; pi_source is the
-  calibration subset's label shares.
+  renormalised, pi re-estimated as their mean, until it stops moving; pi_source, the
+  prior the distributions embody, is their mean over the calibration subset.
 Percentile bootstrap intervals resample the calibration subset and the corpus together.
 """
 from __future__ import annotations
@@ -54,32 +54,45 @@ def em_prior(posteriors: np.ndarray, source_prior: np.ndarray, weights: np.ndarr
     return pi, EM_MAX_ITER
 
 
+def source_prior(cal_truth: np.ndarray, cal_probs: np.ndarray | None, L: int,
+                 kw: np.ndarray | None = None) -> np.ndarray:
+    """The prior the distributions embody: their mean over the calibration subset; without
+    them, its label shares add-one smoothed. Never a bare label share: a class the subset
+    lacks would get pi / 0 and swallow the corpus."""
+    if cal_probs is not None and len(cal_probs):
+        w = np.ones(len(cal_probs)) if kw is None else kw
+        return np.maximum((w @ cal_probs) / w.sum(), 1e-6)
+    counts = np.bincount(cal_truth, weights=kw, minlength=L)[:L]
+    return (counts + 1) / (counts.sum() + L)
+
+
 def estimate(corpus_pred: np.ndarray, corpus_probs: np.ndarray | None, cal_truth: np.ndarray,
-             cal_pred: np.ndarray, L: int, cw: np.ndarray | None = None, kw: np.ndarray | None = None) -> dict:
+             cal_pred: np.ndarray, L: int, cw: np.ndarray | None = None, kw: np.ndarray | None = None,
+             cal_probs: np.ndarray | None = None) -> dict:
     """raw, confusion-corrected and (with distributions) EM shares; cw/kw weight the
     corpus and calibration rows (the bootstrap's resampling)."""
     raw = shares(corpus_pred, L, cw)
     out = {"raw": raw, "confusion_corrected": confusion_corrected(raw, confusion_rates(cal_truth, cal_pred, L, kw))}
     if corpus_probs is not None:
-        out["em"], _ = em_prior(corpus_probs, shares(cal_truth, L, kw), cw)
+        out["em"], _ = em_prior(corpus_probs, source_prior(cal_truth, cal_probs, L, kw), cw)
     return out
 
 
 def report(labels: tuple[str, ...], corpus_pred: np.ndarray, corpus_probs: np.ndarray | None,
            cal_truth: np.ndarray, cal_pred: np.ndarray, calibrate_on: str, *, bootstrap: int = 1000,
-           seed: int = 0, level: float = 0.95) -> dict:
+           seed: int = 0, level: float = 0.95, cal_probs: np.ndarray | None = None) -> dict:
     """metrics.json's `prevalence`: `raw` and `adjusted` (label -> share; adjusted is EM
     when distributions are stored, else the confusion-matrix correction), every estimate,
     and bootstrap intervals."""
     L = len(labels)
-    point = estimate(corpus_pred, corpus_probs, cal_truth, cal_pred, L)
+    point = estimate(corpus_pred, corpus_probs, cal_truth, cal_pred, L, cal_probs=cal_probs)
     rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
     for _ in range(bootstrap):
         # resampling with replacement = integer weights: how often each row was drawn
         cw = np.bincount(rng.integers(0, len(corpus_pred), len(corpus_pred)), minlength=len(corpus_pred)).astype(float)
         kw = np.bincount(rng.integers(0, len(cal_truth), len(cal_truth)), minlength=len(cal_truth)).astype(float)
-        for k, v in estimate(corpus_pred, corpus_probs, cal_truth, cal_pred, L, cw, kw).items():
+        for k, v in estimate(corpus_pred, corpus_probs, cal_truth, cal_pred, L, cw, kw, cal_probs).items():
             draws[k].append(v)
     named = lambda v: {lab: float(v[j]) for j, lab in enumerate(labels)}  # noqa: E731
     adjusted = "em" if "em" in point else "confusion_corrected"

@@ -25,7 +25,7 @@ def test_shifted_prior_is_recovered():
     target = np.array([0.55, 0.25, 0.15, 0.05])
     cal_y, cal_p = _clips(source, 4000, rng, means, source)
     y, p = _clips(target, 20000, rng, means, source)
-    est = prev.estimate(p.argmax(1), p, cal_y, cal_p.argmax(1), L)
+    est = prev.estimate(p.argmax(1), p, cal_y, cal_p.argmax(1), L, cal_probs=cal_p)
     raw_err = np.abs(est["raw"] - target).max()
     assert raw_err > 0.05  # the classifier's own shares are pulled towards uniform
     assert np.abs(est["em"] - target).max() < 0.02
@@ -53,3 +53,16 @@ def test_em_keeps_the_prior_when_nothing_shifted():
     y, p = _clips(prior, 20000, rng, means, prior)
     pi, iters = prev.em_prior(p, prior)
     assert np.abs(pi - prior).max() < 0.02 and iters < prev.EM_MAX_ITER
+
+
+def test_a_class_missing_from_the_calibration_subset_does_not_swallow_the_corpus():
+    rng = np.random.default_rng(3)
+    means = np.eye(3) * 2.0
+    prior = np.array([0.5, 0.4, 0.1])
+    cal_y, cal_p = _clips(prior, 300, rng, means, prior)
+    keep = cal_y != 2  # the subset has no clip of class 2
+    y, p = _clips(prior, 5000, rng, means, prior)
+    est = prev.estimate(p.argmax(1), p, cal_y[keep], cal_p[keep].argmax(1), 3, cal_probs=cal_p[keep])
+    assert np.abs(est["em"] - prior).max() < 0.15
+    without = prev.estimate(p.argmax(1), p, cal_y[keep], cal_p[keep].argmax(1), 3)  # smoothed label shares
+    assert np.all(np.isfinite(without["em"])) and without["em"][2] < 0.7

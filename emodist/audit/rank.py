@@ -34,14 +34,19 @@ class Ranking:
     problems: dict[str, Listed] = field(default_factory=dict)
     other: np.ndarray | None = None  # the --against run's codes, as `pred`
     priority: np.ndarray | None = None  # 2: runs disagree and both leave the label; 1: runs disagree
+    positions: list[np.ndarray] = field(default_factory=list)  # manifest row of each prediction, per batch
 
 
-def predicted_codes(preds: Predictions, man: Manifest, problems: dict[str, Listed]) -> np.ndarray:
+def predicted_codes(preds: Predictions, man: Manifest, problems: dict[str, Listed],
+                    positions: list[np.ndarray] | None = None) -> np.ndarray:
     """The run's label code for each manifest row (-2: no prediction); ids the manifest
-    lacks, repeats and labels outside the set are listed."""
+    lacks, repeats and labels outside the set are listed. `positions` collects each
+    batch's manifest rows (int32), so later passes over the same batches skip the join."""
     out = np.full(len(man.codes), -2, dtype=np.int8)
     for b in preds.batches([col.CLIP_ID, preds.pred_column]):
         m = man.locate(b.column(col.CLIP_ID))
+        if positions is not None:
+            positions.append(m.astype(np.int32))
         p = label_codes(b.column(preds.pred_column), man.labels)
         for i in np.flatnonzero(m < 0)[: 10 - len(problems["not_in_manifest"].examples)]:
             problems["not_in_manifest"].examples.append(str(b.column(col.CLIP_ID)[int(i)]))
@@ -64,7 +69,8 @@ def rank(preds: Predictions, man: Manifest, other: Predictions | None = None) ->
 
     problems = {k: Listed() for k in ("not_in_manifest", "duplicate_prediction", "pred_label_outside_set",
                                       "bad_distribution")}
-    pred = predicted_codes(preds, man, problems)
+    positions: list[np.ndarray] = []  # the join, once: 4 bytes a prediction row
+    pred = predicted_codes(preds, man, problems, positions)
     missing = np.flatnonzero(pred == -2)
     problems["no_prediction"] = Listed(len(missing), [man.ids[int(i)].as_py() for i in missing[:10]])
     L = len(man.labels)
@@ -75,8 +81,8 @@ def rank(preds: Predictions, man: Manifest, other: Predictions | None = None) ->
         inspector = LabelInspector(num_class=L, store_results=False, verbose=False,
                                    quality_score_kwargs={"method": QUALITY_METHOD})
         for step in ("thresholds", "scores"):
-            for b in preds.batches([col.CLIP_ID, col.LABEL_NAMES, col.PROBS]):
-                m = man.locate(b.column(col.CLIP_ID))
+            for b, m in zip(preds.batches([col.CLIP_ID, col.LABEL_NAMES, col.PROBS]), positions, strict=True):
+                m = m.astype(np.int64)
                 d = distributions(b, man.labels)
                 t = np.where(m >= 0, man.codes[np.where(m >= 0, m, 0)], -1)
                 ok = (t >= 0) & np.isfinite(d).all(axis=1)
@@ -117,7 +123,7 @@ def rank(preds: Predictions, man: Manifest, other: Predictions | None = None) ->
                    "why": f"the predictions carry no {col.LABEL_NAMES}/{col.PROBS}: a ranking needs the "
                           "distributions (an `emodist run` output has them); every clip whose predicted "
                           "label differs from the manifest's is listed, in manifest order"}
-    ranking = Ranking(pred, score, by_score, issue, method, {}, problems)
+    ranking = Ranking(pred, score, by_score, issue, method, {}, problems, positions=positions)
     if other is not None:
         _against(ranking, other, man)
     ranking.counts = {
@@ -188,8 +194,8 @@ def details(preds: Predictions, man: Manifest, r: Ranking, ranks: np.ndarray) ->
             col.GAP_SPANS, col.KEYFRAME_TS]
     ranks = ranks.copy()
     parts = [schema.empty_table()]
-    for b in preds.batches(cols):
-        m = man.locate(b.column(col.CLIP_ID))
+    for b, m in zip(preds.batches(cols), r.positions, strict=True):
+        m = m.astype(np.int64)
         hit = np.flatnonzero((m >= 0) & (ranks[np.where(m >= 0, m, 0)] >= 0))
         if not len(hit):
             continue
