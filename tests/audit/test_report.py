@@ -42,3 +42,25 @@ def test_two_configs_and_duplicate_ids(tmp_path):
     assert s["config_hash"] == "second000000000" and s["counts"]["predictions"] == 50
     assert s["problems"]["no_prediction"]["count"] == 250
     assert s["problems"]["manifest_duplicate_ids"] == {"count": 1, "examples": [case.ids[0]]}
+
+
+def test_predictions_and_labels_on_s3(tmp_path, s3):
+    """Storage settings come from the config, as for `run` and `eval`."""
+    from emodist.audit.apply import apply_decisions
+    from emodist.audit.report import audit
+    from tests.conftest_s3 import DATA_BUCKET, OUT_BUCKET
+
+    case = synthetic.make_case(300, DFEW, seed=6)
+    synthetic.write_predictions(tmp_path / "out", case, DFEW)
+    synthetic.write_manifest(tmp_path / "man.csv", case, DFEW)
+    s3.admin.put(str(tmp_path / "out" / "predictions"), f"{DATA_BUCKET}/audit-run/predictions", recursive=True)
+    s3.admin.put(str(tmp_path / "man.csv"), f"{DATA_BUCKET}/audit-run/man.csv")
+    cfg = s3.config()
+    s = audit(f"s3://{DATA_BUCKET}/audit-run", f"s3://{DATA_BUCKET}/audit-run/man.csv", tmp_path / "rep", cfg,
+              top=5, with_frames=False)
+    local = audit(str(tmp_path / "out"), str(tmp_path / "man.csv"), tmp_path / "rep2", cfg, top=5, with_frames=False)
+    assert s["counts"] == local["counts"] and s["counts"]["scored"] == 300
+    (tmp_path / "d.csv").write_text(f"clip_id,uri,original,decision,decided_label\n{case.ids[0]},x,happy,other,fear\n")
+    a = apply_decisions(str(tmp_path / "d.csv"), f"s3://{DATA_BUCKET}/audit-run/man.csv",
+                        f"s3://{OUT_BUCKET}/audit-run/new.csv", cfg, DFEW)
+    assert a.rows == 300 and b"review:other" in s3.admin.cat_file(f"{OUT_BUCKET}/audit-run/new.csv")
