@@ -61,3 +61,17 @@ def test_eval_writes_calibration_and_prevalence(tmp_path):
     assert (tmp_path / "rep" / "reliability.png").stat().st_size > 0
     assert "## Calibration" in (tmp_path / "rep" / "report.md").read_text()
     assert "calibration (temperature" in run.output and "class shares of 1500 clips" in run.output
+
+
+def test_eval_refuses_two_configs_until_config_hash_picks_one(tmp_path):
+    case = synthetic.make_case(200, DFEW, seed=7)
+    synthetic.write_predictions(tmp_path / "out", case, DFEW)
+    synthetic.write_predictions(tmp_path / "out", case, DFEW, config_hash="second000000000", rows=slice(0, 80))
+    synthetic.write_manifest(tmp_path / "m.csv", case, DFEW)
+    args = ["eval", "-p", str(tmp_path / "out"), "-l", str(tmp_path / "m.csv"), "--bootstrap", "0"]
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 2 and "second000000000 (80 rows)" in bad.output and "--config-hash" in bad.output
+    ok = CliRunner().invoke(app, args + ["--config-hash", "second000000000", "--report", str(tmp_path / "rep")])
+    assert ok.exit_code == 0, ok.output
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["n"] == 80 and m["calibration"]["clips"] == 80
