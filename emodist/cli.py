@@ -265,6 +265,7 @@ def audit(
     top: Annotated[int, typer.Option(help="Clips on the review page, most suspect first.")] = 200,
     against: Annotated[Optional[str], typer.Option(help="Another run over the same clips: Cohen's kappa, flips between runs, their disagreements first.")] = None,
     config_hash: Annotated[Optional[str], typer.Option("--config-hash", help="Audit the rows of this config_hash (an output that holds rows of two configs, run --new-config).")] = None,
+    against_config_hash: Annotated[Optional[str], typer.Option("--against-config-hash", help="The rows of --against to compare, when it holds rows of two configs.")] = None,
     frames: Annotated[bool, typer.Option(help="Decode the page's clips again for keyframe strips.")] = True,
     apply: Annotated[Optional[str], typer.Option("--apply", help="Decisions CSV exported by the review page: write the corrected manifest to --output.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="With --apply: the corrected manifest (same format as --labels).")] = None,
@@ -293,7 +294,7 @@ def audit(
         from emodist.audit.report import audit as run_audit, format_summary
 
         s = run_audit(predictions, labels, report, cfg, against=against, config_hash=config_hash, top=top,
-                      with_frames=frames)
+                      against_config_hash=against_config_hash, with_frames=frames)
     except (AuditInputError, SourceError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(format_summary(s))

@@ -90,7 +90,7 @@ def _schema(uri: str, cfg) -> list[str]:
     return next(_file_batches(uri, cfg, None)).schema.names
 
 
-def open_predictions(uri: str, cfg, config_hash: str | None = None) -> Predictions:
+def open_predictions(uri: str, cfg, config_hash: str | None = None, option: str = "--config-hash") -> Predictions:
     """The prediction rows of a run folder or file. Rows of two configs (written with
     `run --new-config`) are refused unless `config_hash` picks one."""
     fs, path = storage.filesystem(uri, cfg)
@@ -122,7 +122,7 @@ def open_predictions(uri: str, cfg, config_hash: str | None = None) -> Predictio
     if config_hash is None and len(hashes) > 1:
         listed = ", ".join(f"{h} ({n} rows)" for h, n in sorted(hashes.items(), key=lambda kv: -kv[1]))
         raise AuditInputError(f"{uri}: rows of {len(hashes)} configs side by side (run --new-config): {listed}; "
-                              "audit one of them with --config-hash HASH")
+                              f"pick one with {option} HASH")
     chosen = config_hash if config_hash is not None else (next(iter(hashes)) if hashes else None)
     rows = hashes.get(chosen, 0) if chosen is not None else sum(
         b.num_rows for f in files for b in _file_batches(f, cfg, [col.CLIP_ID]))

@@ -22,7 +22,7 @@ def audit(predictions: str, labels_uri: str, report_dir: str | Path, cfg, *, aga
     start = time.perf_counter()
     labels = resolve_label_set(cfg.labels)
     preds = open_predictions(predictions, cfg, config_hash)
-    other = open_predictions(against, cfg, against_config_hash) if against else None
+    other = open_predictions(against, cfg, against_config_hash, "--against-config-hash") if against else None
     man = read_labels(labels_uri, cfg, labels)
     r = rank.rank(preds, man, other)
     out = Path(report_dir)
@@ -45,7 +45,8 @@ def audit(predictions: str, labels_uri: str, report_dir: str | Path, cfg, *, aga
         "predictions": predictions, "labels": labels_uri, "config_hash": preds.config_hash,
         "label_set": list(labels), "counts": r.counts | {"issues_listed": issues.num_rows,
                                                           "on_page": min(top, issues.num_rows)},
-        "method": r.method, "settings": {"top": top, "against": against, "config_hash": config_hash},
+        "method": r.method, "settings": {"top": top, "against": against, "config_hash": config_hash,
+                     "against_config_hash": against_config_hash},
         "flips": flips,
         "problems": {k: {"count": v.count, "examples": v.examples} for k, v in r.problems.items()}
         | {"manifest_label_outside_set": _listed(man.unknown_labels),

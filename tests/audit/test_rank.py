@@ -104,8 +104,12 @@ def test_against_another_run(tmp_path, case):
     flip = rng.random(len(case.ids)) < 0.15
     other.probs[flip] = np.roll(other.probs[flip], 1, axis=1)
     synthetic.write_predictions(tmp_path / "other", other, DFEW, config_hash="model2000000000")
-    s = audit(str(tmp_path / "out"), str(tmp_path / "man.csv"), tmp_path / "rep", Config(),
+    synthetic.write_predictions(tmp_path / "other", case, DFEW, config_hash="model3000000000", rows=slice(0, 9))
+    with pytest.raises(AuditInputError, match="pick one with --against-config-hash"):
+        audit(str(tmp_path / "out"), str(tmp_path / "man.csv"), tmp_path / "rep", Config(),
               against=str(tmp_path / "other"), with_frames=False)
+    s = audit(str(tmp_path / "out"), str(tmp_path / "man.csv"), tmp_path / "rep", Config(),
+              against=str(tmp_path / "other"), against_config_hash="model2000000000", with_frames=False)
     a, b = case.probs.argmax(1), other.probs.argmax(1)
     assert s["against"]["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b))
     assert s["against"]["agree"] == int((a == b).sum())
