@@ -37,6 +37,9 @@ SCHEMA = pa.schema([
     (INDEX, pa.int64()), (col.CLIP_ID, pa.string()), (CLASS, pa.int32()),
     (KEYFRAMES, pa.large_binary()), (SHAPE, pa.list_(pa.int32())), (col.KEYFRAME_TS, pa.list_(pa.float64())),
     (col.DESCRIPTIONS, pa.list_(pa.string())), (col.GAP_SPANS, pa.list_(pa.list_(pa.float64(), 2))),
+    # which keyframes show a face (null without the face stage): training prompts say
+    # "no face" where inference's do, instead of showing the frame
+    (col.KEYFRAME_FACE, pa.list_(pa.bool_())),
 ])
 COMPLETE = "_complete.json"
 PART_ROWS = 256
@@ -130,6 +133,7 @@ def _build(cfg: Config, train_uri: str, folder: str, classes_of: dict[str, int],
            descriptions_from: str | None) -> Examples:
     from emodist.io.detect import open_source
     from emodist.pipeline import described_dataset
+    from emodist.stages.describe import face_mask
 
     given = _descriptions_of(descriptions_from, cfg) if descriptions_from else None
     if given is not None:  # descriptions are read, not made: no describer runs
@@ -168,10 +172,12 @@ def _build(cfg: Config, train_uri: str, folder: str, classes_of: dict[str, int],
                     continue
                 descriptions, spans = given[clip_id]
             frames = np.ascontiguousarray(batch[col.FRAMES][i], dtype=np.uint8)
+            face = face_mask(batch, i)  # the describe stage kept keyframes only, and their flags
             pending.append({INDEX: len(clip_ids) + len(pending), col.CLIP_ID: clip_id, CLASS: classes_of[clip_id],
                             KEYFRAMES: frames.tobytes(), SHAPE: list(frames.shape),
                             col.KEYFRAME_TS: [float(t) for t in batch[col.FRAME_TS][i]],
-                            col.DESCRIPTIONS: [str(d) for d in descriptions], col.GAP_SPANS: spans})
+                            col.DESCRIPTIONS: [str(d) for d in descriptions], col.GAP_SPANS: spans,
+                            col.KEYFRAME_FACE: None if face is None else face.tolist()})
             if len(pending) >= PART_ROWS:
                 flush()
     flush()
@@ -189,5 +195,7 @@ def clip_input(row: dict):
     from emodist.models.base import ClipInput
 
     frames = np.frombuffer(row[KEYFRAMES], dtype=np.uint8).reshape(row[SHAPE])
+    face = row.get(col.KEYFRAME_FACE)  # absent from examples cached before it was kept
     return ClipInput(row[col.CLIP_ID], frames, np.asarray(row[col.KEYFRAME_TS], np.float64),
-                     list(row[col.DESCRIPTIONS]), [tuple(s) for s in row[col.GAP_SPANS]])
+                     list(row[col.DESCRIPTIONS]), [tuple(s) for s in row[col.GAP_SPANS]],
+                     keyframe_face=None if face is None else np.asarray(face, bool))
