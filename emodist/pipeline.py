@@ -30,7 +30,7 @@ from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
 from emodist.stages.model import DescribeLabelStage
-from emodist.writer import OutputFull
+from emodist.writer import OutputFull, PartWriter
 
 log = logging.getLogger(__name__)
 STAGES = col.TIMED_STAGES
@@ -210,8 +210,13 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
-    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops():
-        init_ray(cfg)
+    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops(), _readable_when_stopped(output_uri, cfg, run_id):
+        try:
+            init_ray(cfg)
+        except SystemExit as exc:  # Ray's own SIGTERM handler while it starts: sys.exit(15)
+            if exc.code == 15:
+                raise _terminated() from None
+            raise
         _stop_on_sigterm()  # again: Ray's start put its own handler (a native stack, then abort) in place
         import ray
 
@@ -244,10 +249,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         except OutputFull as exc:
             raise RunStopped(str(exc)) from None
         except (RunStopped, KeyboardInterrupt):
-            _leave_readable(committer if "committer" in locals() else None)
             raise
         except Exception as exc:  # noqa: BLE001 - an actor's failure: one line, the stack in a log
-            _leave_readable(committer if "committer" in locals() else None)
             raise RunStopped(actor_failure(exc, output_uri, run_id)) from None
         if retry_failures:
             resume.finish_retry(output_uri, cfg)
@@ -261,25 +264,41 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         return _finish(summary, output_uri, t0, cfg)
 
 
-def _leave_readable(committer: Committer | None) -> None:
-    """A stopped run leaves predictions/ and failures/ readable (a schema-only part where a
-    folder has none), so that DuckDB, pandas and polars read the folder; rows not yet
-    committed are not written (the rerun labels them)."""
-    if committer is None:
-        return
-    try:
-        committer.preds.ensure_one()
-        committer.fails.ensure_one()
-    except Exception as exc:  # noqa: BLE001 - the stop's own message matters more
-        log.info("could not leave schema-only parts: %s", exc)
+class _readable_when_stopped:
+    """A run that stops midway (RunStopped: an actor failed, SIGTERM, the lease lost)
+    leaves predictions/ and failures/ readable, a schema-only part where a folder has
+    none, so that DuckDB, pandas and polars read the folder; rows not yet committed are not
+    written (the rerun labels them)."""
+
+    def __init__(self, output_uri: str, cfg: Config, run_id: str):
+        self.args = (output_uri, cfg, run_id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is None or not issubclass(kind, RunStopped):
+            return False
+        output_uri, cfg, run_id = self.args
+        try:
+            for sub, schema in (("predictions", col.PREDICTIONS), ("failures", col.FAILURES)):
+                PartWriter(posixpath.join(output_uri, sub), schema, cfg.run.part_rows, run_id,
+                           storage_options=storage.storage_options(cfg, output_uri)).ensure_one()
+        except Exception as err:  # noqa: BLE001 - the stop's own message matters more
+            log.info("could not leave schema-only parts: %s", err)
+        return False
 
 
 class Terminated(RunStopped):
     """SIGTERM: the run stops between batches' commits, keeping what it committed."""
 
 
+def _terminated() -> Terminated:
+    return Terminated("stopped by SIGTERM; the rows committed so far are kept: rerun the same command to resume")
+
+
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated("stopped by SIGTERM; the rows committed so far are kept: rerun the same command to resume")
+    raise _terminated()
 
 
 def _stop_on_sigterm() -> None:

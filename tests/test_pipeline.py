@@ -127,3 +127,121 @@ def test_failure_rows_reach_the_driver_while_the_listing_still_runs(ray_local, t
     assert first.num_rows == rows.CARRY_ROWS
     assert sum(t.num_rows for t in rest) == rows.CARRY_ROWS + 1
     assert rest[-1].column("error_message").to_pylist()[-1].endswith("gate opened")
+
+
+# --- hostile input (issue 27) -----------------------------------------------------------
+
+SECRET_KEY, SECRET = "KEYID27ABCD", "Sekrit27pw"
+
+
+def _all_text(out) -> str:
+    """Every value of every committed row, and summary.json, as one text."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(out.glob("predictions/part-*.parquet")) + sorted(out.glob("failures/part-*.parquet"))
+    return "\n".join(str(pq.read_table(p).to_pylist()) for p in parts) + (out / "summary.json").read_text()
+
+
+def test_credentials_in_manifest_uris_reach_no_row_and_one_file_spelled_three_ways_is_one_clip(
+        ray_local, tiny_vlm, clips_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes((clips_dir / "clip_00000.mp4").read_bytes())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("uri,label\nclips/a.mp4,happy\n./clips/a.mp4,happy\nclips//a.mp4,happy\n"
+                        f"s3://{SECRET_KEY}:{SECRET}@bucket/x.mp4,sad\nhttps://{SECRET_KEY}:{SECRET}@example.com/v.mp4,sad\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", "-i", str(manifest), "-o", str(out), "--quiet", *SMALL, "--set", "mode=sparse"])
+    assert res.exit_code == 0, res.output
+    assert "labeled 1 of 3 clips" in res.output and "2 failed" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duplicates"] == 2  # './clips/a.mp4' and 'clips//a.mp4' are clips/a.mp4 again
+    fails = pads.dataset(out / "failures").to_table().to_pylist()
+    assert sorted(r["clip_id"] for r in fails) == ["bucket/x", "example.com/v"]
+    assert sorted(r["uri"] for r in fails) == ["https://example.com/v.mp4", "s3://bucket/x.mp4"]
+    assert all("the uri carries credentials" in r["error_message"] for r in fails)
+    shown = CliRunner().invoke(app, ["show", str(out)])
+    for text in (_all_text(out), res.output, shown.output):
+        assert SECRET not in text and SECRET_KEY not in text
+
+    # An output written before uris lost their credentials: --retry-failures reads its
+    # failure rows as clips, and refuses them again without the credentials.
+    part = sorted((out / "failures").glob("part-*.parquet"))[0]
+    t = pq.read_table(part)
+    dirty = [u.replace("://", f"://{SECRET_KEY}:{SECRET}@", 1) for u in t.column("uri").to_pylist()]
+    t = t.set_column(t.schema.get_field_index("uri"), "uri", pa_array(dirty))
+    pq.write_table(t, part)
+    retry = CliRunner().invoke(app, ["run", "-i", str(manifest), "-o", str(out), "--quiet", *SMALL,
+                                     "--set", "mode=sparse", "--retry-failures"])
+    assert retry.exit_code == 3, retry.output  # every retried clip failed again
+    assert SECRET not in _all_text(out) and SECRET not in retry.output
+
+
+def pa_array(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
+
+
+def test_credentials_in_the_input_or_output_uri_are_refused_at_start(tmp_path):
+    for args in (["-i", f"s3://{SECRET_KEY}:{SECRET}@bucket/clips/", "-o", str(tmp_path / "o")],
+                 ["-i", f"s3://{SECRET_KEY}:{SECRET}@bucket/clips/*.mp4", "-o", str(tmp_path / "o")],
+                 ["-i", str(tmp_path), "-o", f"s3://{SECRET_KEY}:{SECRET}@bucket/out"]):
+        res = CliRunner().invoke(app, ["run", *args])
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and "the uri carries credentials (user:password@)" in lines[0]
+        assert "invalid bucket name" not in lines[0].lower()
+        assert SECRET not in res.output and SECRET_KEY not in res.output
+
+
+EMODIST = str(__import__("pathlib").Path(__import__("sys").executable).parent / "emodist")
+
+
+def test_an_actor_that_cannot_start_is_one_console_line_naming_the_log_file(clips_dir, tmp_path):
+    """A model folder with a config.json and nothing else passes the start checks (the
+    folder is there) and fails in the model actor: one line, its stack in a log file."""
+    import subprocess
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llava"}')
+    out = tmp_path / "out"
+    cmd = [EMODIST, "run", "-i", str(clips_dir / "clip_00000.mp4"), "-o", str(out), "--quiet",
+           "--set", "run.num_cpus=2", "--set", "mode=sparse", "--set", "labeler.backend=transformers",
+           "--set", f"labeler.model={model}", "--set", "decode.num_cpus=0.5", "--set", "labeler.num_cpus=0.5"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    console = (res.stdout + res.stderr).splitlines()
+    assert "Traceback" not in res.stdout + res.stderr
+    assert len(console) <= 4, console  # the line, and at most Ray's own one-line notices
+    line = console[-1]
+    assert line.startswith("error: describelabel actor failed: OSError: ") and str(model) in line
+    log_file = line.rsplit("the stack is in ", 1)[1].strip()
+    assert log_file.startswith(str(out / "_emodist" / "logs"))
+    assert "Traceback" in open(log_file).read()
+    # the folder stays readable by DuckDB, pandas and polars: a part in each folder
+    assert list((out / "predictions").glob("part-*.parquet")) and list((out / "failures").glob("part-*.parquet"))
+
+
+def test_sigterm_stops_the_run_with_one_line_and_a_readable_output(clips_dir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    cmd = [EMODIST, "run", "-i", str(clips_dir), "-o", str(out), "--config", str(CONFIGS / "tiny-vlm.yaml"),
+           "--set", "run.num_cpus=2", "--set", "decode.batch_size=1", "--set", "labeler.batch_size=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    # the config record is written once Ray has started (its handler dumps a native stack)
+    while time.time() < deadline and not (out / "_emodist" / "configs").exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stdout[-2000:] + stderr[-2000:]
+    assert "SIGTERM received" not in stderr and "PC: @" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM; the rows committed so far are kept")
+    assert list((out / "predictions").glob("part-*.parquet")) and list((out / "failures").glob("part-*.parquet"))

@@ -1,0 +1,74 @@
+"""Settings that can be checked without Ray are refused before Ray starts: `emodist run`
+exits 2 with one line naming the key, its value and the fix, and takes no lease (the
+lease comes before Ray), so nothing of the run started."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EMODIST = str(Path(sys.executable).parent / "emodist")
+
+
+@pytest.fixture(scope="module")
+def synth_clips(tmp_path_factory) -> Path:
+    """Three clips as a user makes them: `emodist synth`."""
+    out = tmp_path_factory.mktemp("synth")
+    res = subprocess.run([EMODIST, "synth", str(out), "--clips", "3", "--size", "64"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def refused(clips: Path, out: Path, *sets: str) -> str:
+    """The one line `emodist run` gave for a refusal at start."""
+    cmd = [EMODIST, "run", "-i", str(clips), "-o", str(out), "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (out / "_emodist").exists(), "the run took its lease: it got as far as starting Ray"
+    return lines[0]
+
+
+def test_a_labeler_with_backend_none_is_refused_at_start(synth_clips, tmp_path):
+    line = refused(synth_clips, tmp_path / "out", "labeler.backend=none")
+    assert "labeler.backend=none" in line and "set labeler.backend to specialist" in line
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU: cuda is a valid device here")
+@pytest.mark.parametrize("role", ["labeler", "describer"])
+def test_a_cuda_device_without_a_gpu_is_refused_at_start(synth_clips, tmp_path, role):
+    line = refused(synth_clips, tmp_path / "out", f"{role}.device=cuda")
+    assert f"{role}.device=cuda but this machine has no GPU" in line and f"set {role}.device=cpu or auto" in line
+
+
+def test_a_model_the_specialist_backend_would_ignore_is_refused_not_replaced(synth_clips, tmp_path):
+    # The default labeler is the specialist: a model folder set without a VLM backend
+    # used to be ignored, every clip labeled by face-api with only the config hash changed.
+    line = refused(synth_clips, tmp_path / "out", "labeler.model=/no/such/folder")
+    assert "labeler.model='/no/such/folder' is not run by labeler.backend=specialist" in line
+    assert "set labeler.backend=transformers (or vllm)" in line
+
+
+def test_a_setting_the_specialist_backend_ignores_is_refused(synth_clips, tmp_path):
+    line = refused(synth_clips, tmp_path / "out", "labeler.permutations=3")
+    assert "labeler.permutations=3 has no effect with labeler.backend=specialist" in line
+
+
+def test_a_missing_model_folder_of_a_vlm_backend_is_refused_at_start(synth_clips, tmp_path):
+    line = refused(synth_clips, tmp_path / "out", "labeler.backend=transformers", "labeler.model=/no/such/folder",
+                   "describer.backend=none")
+    assert "labeler.model='/no/such/folder': no model folder there" in line
