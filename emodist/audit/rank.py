@@ -45,8 +45,6 @@ def predicted_codes(preds: Predictions, man: Manifest, problems: dict[str, Liste
     out = np.full(len(man.codes), -2, dtype=np.int8)
     for b in preds.batches([col.CLIP_ID, preds.pred_column]):
         m = man.locate(b.column(col.CLIP_ID))
-        if positions is not None:
-            positions.append(m.astype(np.int32))
         p = label_codes(b.column(preds.pred_column), man.labels)
         for i in np.flatnonzero(m < 0)[: 10 - len(problems["not_in_manifest"].examples)]:
             problems["not_in_manifest"].examples.append(str(b.column(col.CLIP_ID)[int(i)]))
@@ -55,11 +53,15 @@ def predicted_codes(preds: Predictions, man: Manifest, problems: dict[str, Liste
             problems["pred_label_outside_set"].add(
                 f"{b.column(col.CLIP_ID)[int(i)]}: {b.column(preds.pred_column)[int(i)]!s}")
         hit = m >= 0
-        again = hit & (out[np.where(hit, m, 0)] != -2)
+        new = np.flatnonzero(hit & (out[np.where(hit, m, 0)] == -2))  # not seen in earlier batches
+        first = np.zeros(len(m), bool)
+        first[new[np.unique(m[new], return_index=True)[1]]] = True  # nor earlier in this one
+        again = hit & ~first
         for i in np.flatnonzero(again):
             problems["duplicate_prediction"].add(str(b.column(col.CLIP_ID)[int(i)]))
-        first = hit & ~again
         out[m[first]] = p[first]
+        if positions is not None:  # a repeated id counts once: its later rows join nothing
+            positions.append(np.where(first, m, -1).astype(np.int32))
     return out
 
 

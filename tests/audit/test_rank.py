@@ -127,3 +127,19 @@ def test_a_distribution_of_another_label_order_is_mapped(tmp_path):
     d = distributions(b, ("happy", "sad"))
     np.testing.assert_allclose(d[:2], [[0.8, 0.2], [0.4, 0.6]], atol=1e-6)
     assert np.isnan(d[2]).all()
+
+
+def test_a_repeated_prediction_counts_once(tmp_path):
+    (tmp_path / "man.csv").write_text("clip_id,uri,label\na,a.mp4,happy\nb,b.mp4,sad\n")
+    names = list(DFEW)
+    rows = [("a", "happy", [0.9, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01]),
+            ("a", "sad", [0.02, 0.9, 0.02, 0.02, 0.02, 0.01, 0.01]),  # the same clip again, in the same part
+            ("b", "sad", [0.02, 0.9, 0.02, 0.02, 0.02, 0.01, 0.01])]
+    pq.write_table(pa.table({"clip_id": [r[0] for r in rows], "label": [r[1] for r in rows],
+                             "label_names": [names] * 3, "probs": pa.array([r[2] for r in rows], pa.list_(pa.float32()))}),
+                   tmp_path / "pred.parquet")
+    cfg = Config()
+    r = rank(open_predictions(str(tmp_path / "pred.parquet"), cfg), read_labels(str(tmp_path / "man.csv"), cfg, DFEW))
+    assert r.problems["duplicate_prediction"].count == 1 and r.problems["duplicate_prediction"].examples == ["a"]
+    assert r.pred.tolist() == [0, 1]  # the first row of 'a' counts
+    assert r.score[0] == pytest.approx(0.9, abs=1e-6)
