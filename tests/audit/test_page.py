@@ -111,3 +111,14 @@ def test_page_renders_cards_and_exports_decisions(reviewed):
     third = next(c for c in new if c not in (first, second))
     assert new[third]["label_source"] == "manifest" and new[third]["label"] == DFEW[case.original[by_id[third]]]
     assert np.all([r["uri"] for r in new.values()])
+
+
+def test_page_data_cannot_end_its_script_element(tmp_path):
+    from emodist.audit.page import write_page
+
+    card = {"rank": 1, "clip_id": "a</script><script>alert(1)</script>", "uri": "a.mp4", "original": "happy",
+            "predicted": "sad", "score": 0.1, "issue": True, "dist": [], "descriptions": ["</script>"],
+            "spans": [[0, 1]], "frames": [], "frames_note": None, "other": None}
+    html = write_page(tmp_path, [card], list(DFEW), {"title": "<b>t</b>"}).read_text()
+    assert html.count("</script>") == 2  # the data block's and the code's own
+    assert "<title>&lt;b&gt;t&lt;/b&gt;</title>" in html
