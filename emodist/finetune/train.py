@@ -8,6 +8,11 @@ options (`scoring.PermutationScorer`), and cross-entropy on the true label's let
 With `finetune.permute_options` every example shows the options in a new order, so the
 adapter learns the classes, not their positions.
 
+Memory: a step's batch (finetune.batch_size) runs in micro-batches whose gradients
+accumulate (finetune.micro_batch_size), with gradient checkpointing, and in bfloat16
+where the device has it (finetune.dtype); benchmarks/finetune_memory.py models what a
+7B VLM needs at these settings.
+
 Each epoch ends with a checkpoint (weights, optimizer, epoch and step) and a line in
 OUT/metrics.jsonl; a restarted run continues from the last checkpoint.
 """
@@ -34,6 +39,34 @@ def dataset_name(epoch: int) -> str:
     return f"epoch_{epoch}"
 
 
+def compute_dtype(cfg: Config, device: str):
+    """finetune.dtype for `device`: auto is bfloat16 where the device computes in it."""
+    import torch
+
+    want = cfg.finetune.dtype
+    if want == "auto":
+        bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return getattr(torch, want)
+
+
+def _checkpointing(model, cfg: Config, lora: bool) -> None:
+    """Gradient checkpointing (non-reentrant: no input needs a gradient for it to work,
+    and it composes with DDP's no_sync); with LoRA the embeddings' output also requires
+    gradients, as peft asks for checkpointed adapters."""
+    if not cfg.finetune.gradient_checkpointing:
+        return
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x's name for it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.use_cache = False  # a KV cache is of no use in training and conflicts with recomputation
+    if lora:
+        model.enable_input_require_grads()
+
+
 def load_model(cfg: Config, device: str, weights: str | None = None):
     """(model, processor) ready to train: the base model with a new LoRA adapter, or the
     adapter (or whole model) of a checkpoint's `weights` folder."""
@@ -47,13 +80,14 @@ def load_model(cfg: Config, device: str, weights: str | None = None):
     base = resolve_model(cfg.labeler.model)
     processor = load_processor(base)
     getattr(processor, "tokenizer", processor).padding_side = "left"  # the last position is the answer's
-    dtype = torch.bfloat16 if device.startswith("cuda") and ft.method == "lora" else torch.float32
-    if ft.method == "full":
-        model = AutoModelForImageTextToText.from_pretrained(weights or base, dtype=dtype)
+    if ft.method == "full":  # float32 weights and optimizer states; bf16 only in the forward (autocast)
+        model = AutoModelForImageTextToText.from_pretrained(weights or base, dtype=torch.float32)
+        _checkpointing(model, cfg, lora=False)
         return model.to(device).train(), processor
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=compute_dtype(cfg, device))
+    _checkpointing(model, cfg, lora=True)
     if weights:
         model = PeftModel.from_pretrained(model, weights, is_trainable=True)
     else:
@@ -82,7 +116,9 @@ def option_loss(model, processor, letter_ids: list[list[int]], clips, orders: li
                                                      cfg.mode, cfg.labeler.prompt)
         reqs.append(Prompt(parts, images))
     inputs = chat_inputs(processor, reqs, device)
-    logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+    autocast = cfg.finetune.method == "full" and compute_dtype(cfg, device) == torch.bfloat16
+    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
     logp = torch.log_softmax(logits, dim=-1)
     letters = torch.stack([torch.logsumexp(logp[:, ids], dim=1) for ids in letter_ids], dim=1)
     # The letter of the true class in the order shown.
@@ -90,6 +126,31 @@ def option_loss(model, processor, letter_ids: list[list[int]], clips, orders: li
     loss = torch.nn.functional.cross_entropy(letters, shown)
     correct = int((letters.argmax(dim=1) == shown).sum())
     return loss, correct
+
+
+def accumulate(model, processor, letter_ids: list[list[int]], clips, orders: list[np.ndarray],
+               targets: np.ndarray, cfg: Config, device: str, synced: bool = False) -> tuple[float, int]:
+    """Forward and backward one batch in micro-batches of finetune.micro_batch_size,
+    gradients accumulated as the batch's mean (each micro-batch's mean loss weighted by
+    its share of the batch): the same gradients as one pass over the whole batch. With
+    `synced` (DDP), gradients are all-reduced once, after the last micro-batch.
+    Returns (mean loss, correct count); the caller steps the optimizer."""
+    from contextlib import nullcontext
+
+    n = len(clips)
+    micro = cfg.finetune.micro_batch_size or n
+    loss_sum, correct = 0.0, 0
+    for start in range(0, n, micro):
+        part = slice(start, min(n, start + micro))
+        last = part.stop == n
+        with model.no_sync() if synced and not last else nullcontext():
+            loss, right = option_loss(model, processor, letter_ids, clips[part], orders[part], targets[part],
+                                      cfg, device)
+            share = (part.stop - part.start) / n
+            (loss * share).backward()
+        loss_sum += float(loss.detach()) * share
+        correct += right
+    return loss_sum, correct
 
 
 def _unwrap(model):
@@ -172,14 +233,14 @@ def train_loop(config: dict) -> None:
             clips = [ex.clip_input(r) for r in rows]
             targets = np.array([r[ex.CLASS] for r in rows])
             orders = [rng.permutation(len(names)) if ft.permute_options else np.arange(len(names)) for _ in rows]
-            loss, right = option_loss(model, processor, letter_ids, clips, orders, targets, cfg, device)
             optimizer.zero_grad()
-            loss.backward()
+            loss, right = accumulate(model, processor, letter_ids, clips, orders, targets, cfg, device,
+                                     synced=world > 1)
             optimizer.step()
             step += 1
             seen += len(rows)
             correct += right
-            loss_sum += float(loss.detach()) * len(rows)
+            loss_sum += loss * len(rows)
         kind, progress = sampling.epoch_strategy(ft.strategy, epoch, ft.epochs, ft.decoupled_instance_epochs)
         metrics = {"epoch": epoch, "step": step, "strategy": kind, "progress": progress,
                    "examples": config["draws"][epoch]["examples"], "examples_this_worker": seen,
