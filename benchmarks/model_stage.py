@@ -45,6 +45,13 @@ import numpy as np
 DESCRIPTION = "the mouth corners rise and the brows lift slightly"
 
 
+# The front-end's CPU cost per 448 px image, measured: Qwen2.5-VL's image processor
+# (transformers, PIL backend, one thread, 4 images a call as one request's keyframes),
+# `python benchmarks/frontend_cost.py`, 2026-12-04: median 7.0-7.2 ms over quiet runs
+# (6.7-10.5 with the 2-core machine shared; 224 px: 1-2 ms). 12 ms is kept as the slow case.
+FRONTEND_MS_PER_IMAGE = 7.0
+
+
 @dataclass(frozen=True)
 class GpuModel:
     """Assumed costs of Qwen2.5-VL-7B in bf16 under vLLM on one GPU (see module doc)."""
@@ -391,8 +398,10 @@ def run(res, quick: bool = False) -> None:
     res.meta["model_stage_assumptions"] = assumptions(work, scale)
     if before is None:
         res.notes.append(f"model stage: no worktree of {BEFORE_COMMIT} (no git history): today's stage not run")
+    log(f"model stage: front-end {FRONTEND_MS_PER_IMAGE:g} ms per 448 px image (measured: benchmarks/frontend_cost.py)")
+    res.meta["frontend_ms_per_image_measured"] = FRONTEND_MS_PER_IMAGE
     for gpu in GPUS:
-        for fe in (5.0, 12.0):
+        for fe in (FRONTEND_MS_PER_IMAGE, 12.0):
             name = f"{gpu} modelled, front-end {fe:g} ms/image"
             out = {}
             for case in ("bound", "new", "before"):
@@ -417,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=sorted(CASES), help="run one case and print its JSON (used in subprocesses)")
     ap.add_argument("--gpu", choices=sorted(GPUS), default="H100")
-    ap.add_argument("--frontend-ms", type=float, default=12.0)
+    ap.add_argument("--frontend-ms", type=float, default=FRONTEND_MS_PER_IMAGE, help="front-end ms per image (default: measured)")
     ap.add_argument("--scale", type=float, default=0.25, help="simulated seconds per modelled second")
     ap.add_argument("--clips", type=int, default=Workload.clips)
     args = ap.parse_args(argv)
