@@ -80,3 +80,35 @@ def test_an_engine_that_dies_mid_batch_loses_no_clip_and_fails_none(ray_local, t
     assert (s.labeled, s.failed) == (10, 0)
     rows = rows_by_clip(tmp_path / "out")
     assert len(rows) == 10 and all(v == ["prediction"] for v in rows.values())
+
+
+def test_a_damaged_part_is_named_with_its_fix_and_its_clips_are_labeled_again(ray_local, tiny_vlm, clips_dir, tmp_path):
+    """A predictions part cut to a few bytes used to stop every later run of the output
+    with a pyarrow traceback that named no file."""
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+    from tests.conftest import CONFIGS
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        shutil.copy(clips_dir / f"clip_{i:05d}.mp4", src)
+    out = tmp_path / "out"
+    cmd = ["run", "-i", str(src), "-o", str(out), "--quiet", "--config", str(CONFIGS / "tiny-vlm.yaml"),
+           "--set", "mode=sparse", "--set", "labeler.num_cpus=0.5", "--set", "decode.num_cpus=0.5"]
+    assert CliRunner().invoke(app, cmd).exit_code == 0
+    part = sorted((out / "predictions").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:6])
+    res = CliRunner().invoke(app, cmd)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and str(part) in lines[0] and "damaged" in lines[0], lines
+    assert "move it out of predictions/ and failures/" in lines[0] and "its clips are labeled again" in lines[0]
+    # the fix, as the line says it
+    (out / "_emodist" / "damaged").mkdir()
+    part.rename(out / "_emodist" / "damaged" / part.name)
+    again = CliRunner().invoke(app, cmd)
+    assert again.exit_code == 0, again.output
+    assert "labeled 2 of 2 clips" in again.output
+    assert rows_by_clip(out) == {"clip_00000": ["prediction"], "clip_00001": ["prediction"]}

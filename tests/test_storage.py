@@ -464,3 +464,38 @@ def test_two_runs_in_one_process_reach_their_own_endpoints(ray_local, tiny_vlm, 
         assert t.num_rows == n and all(u.startswith(f"s3://{DATA_BUCKET}/two-endpoints/") for u in t["uri"].to_pylist())
     assert evaluate(out, manifest, bootstrap=0, cfg=cfg_a).n == 2
     assert evaluate(out, manifest, bootstrap=0, cfg=cfg_b).n == 3
+
+
+# --- issue 27: one spelling per path; an output bucket that does not exist ---------------
+
+@pytest.mark.parametrize("given, normal", [
+    ("clips//a.mp4", "clips/a.mp4"), ("./clips/a.mp4", "clips/a.mp4"), ("/data/x/../clips/a.mp4", "/data/clips/a.mp4"),
+    ("/data/clips/", "/data/clips"), ("//data/a.mp4", "/data/a.mp4"), ("s3://b/x//./y/../a.mp4", "s3://b/x/a.mp4"),
+    ("s3://b/../a.mp4", "s3://b/a.mp4"), ("s3://b/out/", "s3://b/out"), ("https://h/v//a.mp4?sig=a//b", "https://h/v/a.mp4?sig=a//b"),
+])
+def test_one_file_has_one_spelling(given, normal):
+    assert storage.normal_uri(given) == normal
+
+
+def test_an_output_bucket_that_does_not_exist_is_refused_not_created(s3, clips_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    from tests.s3_server import ADMIN_KEY, ADMIN_SECRET
+
+    missing = "emodist-no-such-bucket-27"
+    # with credentials that may create buckets (s3fs's makedirs created it, silently)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ADMIN_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ADMIN_SECRET)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec keeps filesystems by options, not by credentials
+    res = CliRunner().invoke(app, ["run", "-i", str(clips_dir), "-o", f"s3://{missing}/out",
+                                   "--set", f"storage.endpoint_url={s3.endpoint}", "--set", "storage.region=us-east-1",
+                                   "--set", "storage.retries=1"])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and f"bucket '{missing}' does not exist; create it first" in lines[0], lines
+    assert not s3.admin.exists(missing)
+    s3fs.S3FileSystem.clear_instance_cache()  # the next tests' filesystems use the pipeline's credentials

@@ -262,10 +262,11 @@ def read_blocks(rows_iter: Iterator[dict], block_rows: int, done=None, check_loc
             if len(lines) < 1_000_000:  # where an id was first seen, for the message; bounded
                 lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
             if check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
-                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
-                    f"{f'line {line}: ' if line else ''}not found: the manifest names this file but it does not "
-                    "exist; check the path (relative paths resolve against the manifest's folder, or input.root), "
-                    "or restore the clip")))
+                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], f"{f'line {line}: ' if line else ''}" + (
+                    "a symbolic link that loops or leads nowhere; point it at the video file, or remove the line"
+                    if os.path.islink(r[col.URI].removeprefix("file://")) else
+                    "not found: the manifest names this file but it does not exist; check the path (relative "
+                    "paths resolve against the manifest's folder, or input.root), or restore the clip")))
                 continue
             work.append(r)
 

@@ -160,3 +160,24 @@ def test_every_input_format_reaches_ray_in_blocks_of_one_decode_batch(tmp_path, 
     ds = open_source(str(src), load_config(None, ["decode.batch_size=4"])).dataset().materialize()
     blocks = [m.num_rows for bundle in ds.iter_internal_ref_bundles() for m in bundle.metadata]
     assert sum(blocks) == 37 and max(blocks) <= 4, blocks
+
+
+@pytest.mark.parametrize("name", ["header.csv", "empty.jsonl", "empty.parquet", "empty.txt", "glob", "folder"])
+def test_zero_clips_are_refused_at_start_whatever_the_input_kind(tmp_path, clips_dir, name):
+    """A header-only manifest or a glob that matches nothing used to start Ray and exit 0
+    with 'labeled 0 of 0'; an empty folder was refused at start. All are refused now."""
+    from typer.testing import CliRunner
+
+    from emodist.cli import app
+
+    (tmp_path / "header.csv").write_text("uri,label\n")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    pq.write_table(pa.table({"uri": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    (tmp_path / "empty.txt").write_text("# a split file with no lines\n")
+    (tmp_path / "folder").mkdir()
+    given = {"glob": f"{clips_dir}/*.avi", "folder": str(tmp_path / "folder")}.get(name, str(tmp_path / name))
+    res = CliRunner().invoke(app, ["run", "-i", given, "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and ("no clips" in lines[0] or "no videos found" in lines[0]), lines
+    assert not (tmp_path / "out" / "_emodist").exists()

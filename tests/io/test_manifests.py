@@ -105,3 +105,54 @@ def test_a_parquet_uri_column_that_holds_no_strings_is_refused_at_start(tmp_path
     # A folder of manifests is read row by row: one failure row for the file, no clip rows.
     rs = rows(tmp_path, "input.format=manifest")
     assert [(r[col.CLIP_ID], r[col.ERROR_MESSAGE]) for r in rs] == [("m.parquet", f"list: {m}: {msg}")]
+
+
+# --- credentials and spellings (issue 27) ------------------------------------------------
+
+KEY, SECRET = "KEYID27MANI", "Sekrit27mani"
+
+
+def _with_credentials(uri: str) -> str:
+    return uri.replace("://", f"://{KEY}:{SECRET}@", 1)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "split"])
+def test_a_uri_with_credentials_is_a_failure_row_that_holds_none_in_every_format(tmp_path, fmt):
+    uris = ["s3://bucket/clips/a.mp4", "https://example.com/v/b.mp4", "s3://bucket/shard-0.tar#c.mp4"]
+    dirty = [_with_credentials(u) for u in uris]
+    path = tmp_path / f"m.{'txt' if fmt == 'split' else fmt}"
+    if fmt == "csv":
+        path.write_text("uri,label\n" + "".join(f"{u},happy\n" for u in dirty))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"uri": u, "label": "happy"}) + "\n" for u in dirty))
+    elif fmt == "parquet":
+        pq.write_table(pa.table({"uri": dirty, "label": ["happy"] * 3}), path)
+    else:
+        path.write_text("".join(f"{u} 1\n" for u in dirty))
+    rs = rows(path)
+    assert len(rs) == 3 and all(r[col.ERROR_STAGE] == "list" for r in rs)
+    assert [r[col.URI] for r in rs] == uris
+    assert all("the uri carries credentials" in r[col.ERROR_MESSAGE] for r in rs)
+    for r in rs:
+        text = f"{r[col.CLIP_ID]} {r[col.URI]} {r[col.ERROR_MESSAGE]}"
+        assert KEY not in text and SECRET not in text and "***" not in r[col.CLIP_ID]
+
+
+def test_a_folder_or_glob_input_with_credentials_is_refused_at_start_without_them():
+    for uri in (f"s3://{KEY}:{SECRET}@bucket/clips/", f"s3://{KEY}:{SECRET}@bucket/clips/*.mp4",
+                f"s3://{KEY}:{SECRET}@bucket/shards/*.tar"):
+        with pytest.raises(SourceError) as err:
+            open_source(uri)
+        assert "the uri carries credentials" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_one_file_spelled_several_ways_gives_one_id_and_one_uri(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
+    spellings = ["clips/a.mp4", "./clips/a.mp4", "clips//a.mp4", "clips/../clips/a.mp4", f"{tmp_path}//clips/./a.mp4"]
+    path = tmp_path / "m.csv"
+    path.write_text("uri\n" + "".join(f"{s}\n" for s in spellings)
+                    + "s3://b/x//y/./c.mp4\ns3://b/x/y/c.mp4\n")
+    rs = rows(path)
+    assert {(r[col.CLIP_ID], r[col.URI]) for r in rs[:5]} == {("clips/a", str(tmp_path / "clips" / "a.mp4"))}
+    assert rs[5][col.URI] == rs[6][col.URI] == "s3://b/x/y/c.mp4"
