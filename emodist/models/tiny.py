@@ -149,7 +149,7 @@ def ensure_tiny_vlm(cache_dir: str | Path | None = None) -> Path:
 
 # --- a tiny Qwen2.5-VL: the real architecture, vocabulary and chat format ----------------
 
-TINY_QWEN_VERSION = "tiny-qwen2.5-vl-v1"
+TINY_QWEN_VERSION = "tiny-qwen2.5-vl-v2"
 # Qwen2.5-VL's added tokens, ids 151643..151664 (special or not, as its tokenizer_config).
 QWEN_ADDED = (("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
               ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
@@ -181,10 +181,12 @@ QWEN_PREPROCESSOR = {
     "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
     "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}
 # Qwen2.5-VL's architecture at the smallest sizes it takes (the real one: 28-36 layers).
+# Attention heads of 32 dims (2 query heads, 1 key/value head): vLLM's CPU attention
+# takes head sizes from 32 up; mrope_section is the real [16, 24, 24] scaled to them.
 QWEN_TINY_TEXT = {"vocab_size": 152064, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                  "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+                  "num_attention_heads": 2, "num_key_value_heads": 1, "hidden_act": "silu",
                   "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-                  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+                  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
                   "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
 QWEN_TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "hidden_act": "silu",
                     "in_channels": 3, "out_hidden_size": 64, "patch_size": 14, "spatial_merge_size": 2,

