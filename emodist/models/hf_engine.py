@@ -157,7 +157,9 @@ class HFEngine:
         self.model_id = model
         path = resolve_model(model)
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            from emodist.devices import auto_device
+
+            device = auto_device()  # in a Ray actor: cuda only with a GPU reserved for it
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         self.device = device

@@ -124,6 +124,6 @@ def _labeler(cfg: Config, models: Models, *, images: bool) -> Labeler:
 def _device(device: str) -> str:
     if device != "auto":
         return device
-    import torch
+    from emodist.devices import auto_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return auto_device()

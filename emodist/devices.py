@@ -1,0 +1,31 @@
+"""Which device `auto` means in this process.
+
+In a Ray actor only the GPUs Ray reserved for it count: Ray 2.60 no longer hides a
+node's GPUs (CUDA_VISIBLE_DEVICES) from actors that asked for none, so
+torch.cuda.is_available() is true in a 0-GPU actor on a GPU node, and it would use a GPU
+nobody reserved. placement.settle already settles `auto` per stage at start; this is the
+same rule where a model is built without it (a test, a script, an older config).
+"""
+from __future__ import annotations
+
+
+def ray_gpu_ids() -> list | None:
+    """The GPU ids Ray gave this actor, or None outside a Ray actor."""
+    try:
+        import ray
+
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+            return None
+        return list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - no Ray, or not a worker: not an actor
+        return None
+
+
+def auto_device() -> str:
+    """'cuda' where this process may use a GPU (in a Ray actor: one reserved for it), else 'cpu'."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    ids = ray_gpu_ids()
+    return "cuda" if ids is None or ids else "cpu"
