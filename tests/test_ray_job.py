@@ -68,7 +68,9 @@ SCALED_DOWN = ["describer.backend=transformers", "labeler.backend=transformers",
                "describer.model=builtin:tiny-vlm", "labeler.model=builtin:tiny-vlm",
                "describer.device=cpu", "labeler.device=cpu", "labeler.actors=2", "labeler.num_cpus=0.5",
                "labeler.batch_size=2", "decode.actors=1", "decode.num_cpus=0.5", "decode.batch_size=2",
-               "decode.width=224", "decode.height=224", "storage.region=null"]
+               "decode.width=224", "decode.height=224", "storage.region=null",
+               # this head is the whole cluster: not the 16 nodes cluster.yaml grows to
+               "run.max_nodes=null"]
 
 
 def submit(ray_head, out: Path, clips_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
@@ -110,7 +112,22 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_start(ray_head, clips_dir,
     text = res.stdout + res.stderr
     assert res.returncode != 0, text[-3000:]
     assert "error: cannot place the stage pools on this Ray cluster" in text
-    assert "3 GPUs asked in all, the cluster has 2" in text and "nodes: 2 CPU/2 GPU" in text
+    assert "3 GPUs asked in all, the cluster has 2" in text and "nodes (the nodes alive): 1 x 2 CPU/2 GPU" in text
     assert "labeler: 3 x (0.5 CPU + 1 GPU)" in text and "lower" in text
     assert time.time() - start < 120
+    assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_a_pool_that_fits_the_clusters_maximum_is_waited_for_then_refused(ray_head, clips_dir, tmp_path):
+    """The same 3 GPU actors on a cluster said to grow by a 1-GPU node (run.max_nodes):
+    not refused at once; the start asks the autoscaler, says what it waits for, and stops
+    after run.wait_for_nodes_s when the node never joins (this head has no autoscaler)."""
+    grows = "run.max_nodes=[{cpus: 2, gpus: 2, count: 1}, {cpus: 1, gpus: 1, count: 1}]"
+    res = submit(ray_head, tmp_path / "out", clips_dir,
+                 SCALED_DOWN + ["labeler.actors=3", grows, "run.wait_for_nodes_s=8"])
+    text = res.stdout + res.stderr
+    assert res.returncode != 0, text[-3000:]
+    assert "waiting up to 8 s for the cluster to grow to hold the stage pools" in text
+    assert "the pools need" in text and "1 x 2 CPU/2 GPU, 1 x 1 CPU/1 GPU (run.max_nodes)" in text
+    assert "error: the cluster did not grow to hold the stage pools in 8 s (run.wait_for_nodes_s)" in text
     assert not (tmp_path / "out" / "predictions").exists()
