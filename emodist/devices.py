@@ -29,3 +29,19 @@ def auto_device() -> str:
         return "cpu"
     ids = ray_gpu_ids()
     return "cuda" if ids is None or ids else "cpu"
+
+
+def require_cuda(what: str) -> None:
+    """RuntimeError in one line when `what` (a config key set to cuda) finds no usable
+    CUDA in this process: which torch build it is, and what to check."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    ids = ray_gpu_ids()
+    reserved = "" if ids is None else f"; Ray reserved GPU(s) {ids} for this actor" if ids else \
+        "; Ray reserved no GPU for this actor"
+    raise RuntimeError(
+        f"{what}=cuda but this process sees no usable CUDA device (torch {torch.__version__}, built for CUDA "
+        f"{torch.version.cuda or 'none: a CPU build'}{reserved}); check `nvidia-smi` and that the driver "
+        "supports that CUDA version, or set it to cpu")

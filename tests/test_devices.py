@@ -37,3 +37,21 @@ def test_auto_outside_ray_follows_torch(monkeypatch):
     assert auto_device() == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert auto_device() == "cpu"
+
+
+def test_a_cuda_stage_without_usable_cuda_says_so_in_one_line(monkeypatch):
+    import pytest
+    import torch
+
+    from emodist.devices import require_cuda
+    from emodist.models import registry
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as err:
+        registry._device("cuda", "labeler")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("labeler.device=cuda but this process sees no usable CUDA device (torch ")
+    assert "check `nvidia-smi`" in msg
+    assert registry._device("auto", "labeler") == "cpu" and registry._device("cpu", "labeler") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    require_cuda("labeler.device")  # nothing to say

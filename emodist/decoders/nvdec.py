@@ -162,11 +162,12 @@ class GpuDecoder:
     def __init__(self, cfg, video_decoder=None):
         import torch
 
-        if not torch.cuda.is_available():
-            raise GpuDecodeUnavailable(
-                "decode.device=cuda but this actor sees no usable CUDA device (torch.cuda.is_available() is false: "
-                f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}; check the driver, "
-                "nvidia-smi, and that the node has GPUs); or set decode.device=cpu")
+        from emodist.devices import require_cuda
+
+        try:
+            require_cuda("decode.device")
+        except RuntimeError as exc:
+            raise GpuDecodeUnavailable(str(exc)) from None
         self.cfg = cfg
         self.video_decoder = video_decoder or _torchcodec()
         self.gpu_name = torch.cuda.get_device_name()

@@ -156,10 +156,12 @@ class HFEngine:
         hf_logging.disable_progress_bar()  # one bar per actor per load is noise in a batch job
         self.model_id = model
         path = resolve_model(model)
-        if device == "auto":
-            from emodist.devices import auto_device
+        from emodist.devices import auto_device, require_cuda
 
+        if device == "auto":
             device = auto_device()  # in a Ray actor: cuda only with a GPU reserved for it
+        elif device.startswith("cuda"):
+            require_cuda("the transformers engine's device")
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         self.device = device

@@ -101,7 +101,7 @@ def _describer(cfg: Config, models: Models) -> Describer | None:
         from emodist.models.specialist import TrajectoryDescriber
 
         # Frames arrive cropped when the face stage ran; otherwise the specialist crops.
-        return InThread(TrajectoryDescriber(face_crop=not cfg.face.enabled, device=_device(d.device)))
+        return InThread(TrajectoryDescriber(face_crop=not cfg.face.enabled, device=_device(d.device, "describer")))
     raise ValueError(f"describer.backend={d.backend!r} is not supported")
 
 
@@ -117,13 +117,13 @@ def _labeler(cfg: Config, models: Models, *, images: bool) -> Labeler:
         from emodist.models.specialist import AggregateLabeler
 
         return InThread(AggregateLabeler(aggregate=lab.aggregate, face_crop=not cfg.face.enabled,
-                                         device=_device(lab.device)))
+                                         device=_device(lab.device, "labeler")))
     raise ValueError(f"labeler.backend={lab.backend!r} cannot label; use transformers, vllm or specialist")
 
 
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    from emodist.devices import auto_device
+def _device(device: str, key: str) -> str:
+    from emodist.devices import auto_device, require_cuda
 
-    return auto_device()
+    if device.startswith("cuda"):
+        require_cuda(f"{key}.device")
+    return auto_device() if device == "auto" else device

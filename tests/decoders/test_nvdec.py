@@ -231,8 +231,8 @@ def test_an_actor_without_usable_cuda_says_so_in_one_line():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(GpuDecodeUnavailable, match=r"^decode.device=cuda but this actor sees no usable CUDA device "
-                       r"\(torch.cuda.is_available\(\) is false: torch .* built for CUDA"):
+    with pytest.raises(GpuDecodeUnavailable, match=r"^decode.device=cuda but this process sees no usable CUDA device "
+                       r"\(torch .*, built for CUDA .*\); check `nvidia-smi`"):
         GpuDecoder(load_config(None), video_decoder=fake_torchcodec())
 
 
