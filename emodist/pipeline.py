@@ -202,8 +202,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
     digest, run_id = cfg.digest(), uuid.uuid4().hex[:8]
     summary = RunSummary(output=storage.scrub(output_uri), config_hash=digest, retry=retry_failures, run_id=run_id)
     # Before Ray starts: models, input and output, in seconds.
+    preflight.check_settings(cfg)  # first: certain and instant (the model checks may ask the hub)
     preflight.check(cfg)
-    preflight.check_settings(cfg)
     if not _attaches(cfg):
         preflight.check_devices(cfg)
     for warning in preflight.random_weights(cfg):
@@ -298,6 +298,11 @@ def _terminated() -> Terminated:
 
 
 def _raise_terminated(signum, frame) -> None:
+    import sys
+
+    # The stop can land inside Ray Data's constructors: their __del__ then complains about
+    # half-built objects as the process ends ("Exception ignored in ..."). It is ending.
+    sys.unraisablehook = lambda unraisable: None
     raise _terminated()
 
 
@@ -345,7 +350,7 @@ def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:
                                      text, re.M) if not m.group(1).startswith(("ray.", "SystemException"))]
     kind, what = (errors[-1].group(1), errors[-1].group(2)) if errors else (type(exc).__name__, str(exc))
     what = " ".join(what.split())[:300]
-    stage = re.search(r"MapBatches\((\w+?)(?:Stage)?\)", text)
+    stage = re.search(r"MapBatches\((\w+?)(?:Stage)?\)", text)  # DescribeLabelStage -> describe+label
     from_ray = any(type(e).__module__.startswith("ray.") for e in _chain(exc))
     if storage.is_local(output_uri):
         path = posixpath.join(output_uri.removeprefix("file://"), "_emodist", "logs", f"run-{run_id}.log")
@@ -364,7 +369,8 @@ def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:
         where = f"the stack is in {path}"
     except OSError as err:
         where = f"its stack could not be written to {path} ({err.strerror}); Ray's logs: {ray_logs}"
-    head = (f"{stage.group(1).lower() + ' ' if stage else ''}actor failed" if from_ray
+    name = "+".join(w.lower() for w in re.findall(r"[A-Z][a-z]*", stage.group(1))) if stage else ""
+    head = (f"{name + ' ' if name else ''}actor failed" if from_ray
             else "the run failed (a bug: please report it with the log file)")
     return storage.scrub(f"{head}: {kind}: {what}; the run stopped (committed rows are kept; rerun the same "
                          f"command to resume); {where}")

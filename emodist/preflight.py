@@ -119,6 +119,10 @@ def check_settings(cfg: Config) -> None:
         raise ConfigError("labeler.backend=none: every run needs a labeler (backend none is for the describer, "
                           "to skip descriptions); set labeler.backend to specialist (the default), transformers "
                           "or vllm")
+    if cfg.mode == "text" and cfg.describer.backend == "none":
+        raise ConfigError("mode=text labels from the motion descriptions alone, but describer.backend=none "
+                          "writes none: every clip would be labeled from an empty prompt; set describer.backend "
+                          "(specialist, transformers or vllm), or use mode=msce or sparse")
     roles = (["describer"] if cfg.uses_descriptions else []) + ["labeler"]
     for role in roles:
         m: ModelConfig = getattr(cfg, role)

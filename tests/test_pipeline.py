@@ -199,14 +199,18 @@ def test_credentials_in_the_input_or_output_uri_are_refused_at_start(tmp_path):
 EMODIST = str(__import__("pathlib").Path(__import__("sys").executable).parent / "emodist")
 
 
-def test_an_actor_that_cannot_start_is_one_console_line_naming_the_log_file(clips_dir, tmp_path):
-    """A model folder with a config.json and nothing else passes the start checks (the
-    folder is there) and fails in the model actor: one line, its stack in a log file."""
+def test_an_actor_that_cannot_start_is_one_console_line_naming_the_log_file(tiny_vlm, clips_dir, tmp_path):
+    """A model folder whose weights file is damaged passes the start checks (every file is
+    there) and fails in the model actor: one line, its stack in a log file."""
+    import shutil
     import subprocess
 
     model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llava"}')
+    shutil.copytree(tiny_vlm, model)
+    weights = sorted(model.glob("*.safetensors"))
+    assert weights
+    for w in weights:
+        w.write_bytes(b"not the weights")
     out = tmp_path / "out"
     cmd = [EMODIST, "run", "-i", str(clips_dir / "clip_00000.mp4"), "-o", str(out), "--quiet",
            "--set", "run.num_cpus=2", "--set", "mode=sparse", "--set", "labeler.backend=transformers",
@@ -217,7 +221,7 @@ def test_an_actor_that_cannot_start_is_one_console_line_naming_the_log_file(clip
     assert "Traceback" not in res.stdout + res.stderr
     assert len(console) <= 4, console  # the line, and at most Ray's own one-line notices
     line = console[-1]
-    assert line.startswith("error: describelabel actor failed: OSError: ") and str(model) in line
+    assert line.startswith("error: describe+label actor failed: "), line
     log_file = line.rsplit("the stack is in ", 1)[1].strip()
     assert log_file.startswith(str(out / "_emodist" / "logs"))
     assert "Traceback" in open(log_file).read()

@@ -72,3 +72,8 @@ def test_a_missing_model_folder_of_a_vlm_backend_is_refused_at_start(synth_clips
     line = refused(synth_clips, tmp_path / "out", "labeler.backend=transformers", "labeler.model=/no/such/folder",
                    "describer.backend=none")
     assert "labeler.model='/no/such/folder': no model folder there" in line
+
+
+def test_text_mode_without_a_describer_is_refused_at_start(synth_clips, tmp_path):
+    line = refused(synth_clips, tmp_path / "out", "mode=text", "describer.backend=none")
+    assert "mode=text labels from the motion descriptions alone, but describer.backend=none" in line
