@@ -26,9 +26,44 @@ def check(cfg: Config) -> None:
             _check_vlm(m, role)
         elif m.backend == "specialist":
             _check_assets(role)
-        if m.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-            raise ConfigError(f"{role}.backend=vllm but vllm is not installed; pip install 'emodist[vllm]' on GPU "
-                              f"machines, or set {role}.backend=transformers")
+        if m.backend == "vllm":
+            check_vllm(m, role)
+
+
+def check_vllm(m: ModelConfig, role: str, import_torchvision: Callable[[], None] | None = None) -> None:
+    """What vLLM needs to run the role's model, known before any actor starts: vLLM
+    itself, and for vision models a torchvision that loads (vLLM's Qwen2-VL-family and
+    other vision processors import it; on CPU machines PyPI's CUDA build of it loads only
+    in the venv scripts/setup_vllm.sh makes)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"{role}.backend=vllm but vllm is not installed; pip install 'emodist[vllm]' on GPU "
+                          f"machines (bash scripts/setup_vllm.sh on CPU machines), or set {role}.backend=transformers")
+    if not _is_vision_model(m.model):
+        return
+    try:
+        (import_torchvision or _import_torchvision)()
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a build whose compiled ops do not load
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"{role}.backend=vllm with {role}.model={m.model}: vLLM needs torchvision for vision models and it does "
+            f"not load here ({type(exc).__name__}: {first[:160]}); on CPU machines use the venv bash "
+            "scripts/setup_vllm.sh makes, on GPU machines install the torchvision release that matches torch, "
+            f"or set {role}.backend=transformers") from None
+
+
+def _import_torchvision() -> None:
+    import torchvision  # noqa: F401
+
+
+def _is_vision_model(model: str) -> bool:
+    """True unless the model is a local folder without an image processor (a text-only
+    model); hub ids are taken as VLMs, which is what emodist labels with."""
+    if model.startswith("builtin:") or "://" in model:
+        return True
+    path = os.path.expanduser(model)
+    if not os.path.isdir(path):
+        return True
+    return any(os.path.exists(os.path.join(path, f)) for f in ("preprocessor_config.json", "processor_config.json"))
 
 
 def random_weights(cfg: Config) -> list[str]:
@@ -74,8 +109,28 @@ def _check_vlm(m: ModelConfig, role: str) -> None:
         if "://" not in model and not os.path.isfile(os.path.join(path, "config.json")):
             raise ConfigError(f"{key}={model!r}: no model folder there (no config.json); point it at a folder "
                               "saved with save_pretrained, or at a hub id such as Qwen/Qwen2.5-VL-7B-Instruct")
+        if "://" not in model:
+            _check_folder_files(path, key)
         return
     _check_hub(model, key)
+
+
+# What both VLM backends load from a model folder besides config.json: weights, and a
+# tokenizer (the chat template and option letters come from it).
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _check_folder_files(path: str, key: str) -> None:
+    import glob
+
+    if not any(glob.glob(os.path.join(glob.escape(path), g)) for g in WEIGHT_GLOBS):
+        raise ConfigError(f"{key}={path!r}: the folder has a config.json but no weights (*.safetensors or "
+                          "pytorch_model*.bin); copy the model's weight files there, or point the key at a complete "
+                          "model folder")
+    if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key}={path!r}: the folder has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the "
+                          "model's processor or tokenizer there too (processor.save_pretrained)")
 
 
 def _check_hub(model: str, key: str) -> None:

