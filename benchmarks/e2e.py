@@ -135,29 +135,30 @@ class StagesAlone:
 
 @contextmanager
 def batch_times():
-    """(time, rows) each time the driver hands a batch's rows to its part writers:
-    emodist.pipeline.PartWriter is swapped, for the duration, for a subclass that notes
-    the time (no change to emodist's files; if the name moves, the list stays empty)."""
+    """(time, rows) each time the driver commits a finished batch: emodist.pipeline.Committer
+    is swapped, for the duration, for a subclass that notes the time (no change to emodist's
+    files). If the name moves this raises: a benchmark that silently measured nothing is
+    what left the long-run ratio unmeasured once before."""
     from emodist import pipeline
 
     times: list[tuple[float, int]] = []
-    orig = getattr(pipeline, "PartWriter", None)
-    if orig is None:
-        yield times
-        return
+    orig = getattr(pipeline, "Committer", None)
+    if orig is None or not hasattr(orig, "add"):
+        raise RuntimeError("benchmarks/e2e.py: emodist.pipeline.Committer.add, which this benchmark times, "
+                           "is gone; point batch_times at the driver's per-batch commit")
 
     class Recording(orig):
-        def add(self, rows):
-            rows = list(rows)
-            if rows:
-                times.append((time.perf_counter(), len(rows)))
-            return super().add(rows)
+        def add(self, batch):
+            labeled, failed = super().add(batch)
+            if labeled or failed:
+                times.append((time.perf_counter(), labeled + failed))
+            return labeled, failed
 
-    pipeline.PartWriter = Recording
+    pipeline.Committer = Recording
     try:
         yield times
     finally:
-        pipeline.PartWriter = orig
+        pipeline.Committer = orig
 
 
 def pipeline_run(cfg, folder: Path) -> dict:
@@ -210,31 +211,36 @@ def repeated_manifest(folder: Path, times: int) -> Path:
     return out
 
 
-def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int, variants: bool = True,
-        long_reps: int = 1) -> None:
-    """`folder`: the N clips (N_CLIPS); `variants`: also the default object store budget
-    at N and 10N, and the pipeline as it was before the throughput fixes; `long_reps`:
-    runs of the 10N long run (its rate is their median, its memory their peak)."""
+def run(res: Results, folder: Path, warm_folder: Path | None, set_name: str, reps: int, variants: bool = True,
+        long_reps: int = 1, fresh_ray: bool = True) -> None:
+    """`folder`: the N clips (N_CLIPS); `warm_folder`: clips of the untimed warm-up run
+    (None: no warm-up); `fresh_ray`: restart Ray first so that memory measured here counts
+    no worker of an earlier section (the smoke run, whose figures mean nothing, does not);
+    `variants`: also the default object store budget at N and 10N, and the pipeline as it
+    was before the throughput fixes; `long_reps`: runs of the 10N long run (its rate is
+    their median, its memory their peak)."""
     from emodist.config import load_config
 
     cfg = load_config(CONFIG, [])
     n = len(videos(folder))
     alone = StagesAlone(videos(folder)[:16], cfg)
     alone.measure(max(1, (reps + 1) // 2))
-    common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
+    if fresh_ray:
+        common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
     imp = common.fresh_import_s(
         "import emodist.stages.model, emodist.models.hf_engine, torch, transformers; "
         "from transformers import AutoModelForImageTextToText, AutoProcessor", 1)
 
-    log("e2e: warm-up run (untimed)")
-    pipeline_run(cfg, warm_folder)
+    if warm_folder is not None:
+        log("e2e: warm-up run (untimed)")
+        pipeline_run(cfg, warm_folder)
     # A: the default config on N clips: a whole run, actor start-up and model load included
     # (a new actor pool per run, as in production). Decode is faster than the model stage
     # and starts seconds earlier, so in a run this short it decodes everything while the
     # model actor starts; the frames wait in the object store.
     whole = pipeline_run(cfg, folder)
     _check(whole, n)
-    log(f"e2e: {n} clips, default config: {n / whole['wall_s']:.2f} clips/s, first rows after {whole['first_s']:.1f} s")
+    log(f"e2e: {n} clips, default config: {n / whole['wall_s']:.2f} clips/s, first rows after {_s(whole['first_s'])}")
     # B: N and 10N clips with Ray Data's object store budget at BUDGET_MIB: decode runs only
     # a few batches ahead, so both stages work at once, as in any long run once the budget
     # (by default a share of the object store: GBs) has filled. 10N's rate after its first
@@ -292,7 +298,7 @@ def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int,
     long_runs = bounded[10 * n]
     steady = _median([r["steady"] for r in long_runs])
     whole_long = 10 * n / float(np.median([r["wall_s"] for r in long_runs]))
-    first = float(np.median([r["first_s"] for r in long_runs]))
+    first = _median([r["first_s"] for r in long_runs])
     res.ratios.append(Ratio(f"[{set_name}] e2e long-run rate ({10 * n} clips, after the first rows) / bound "
                             "(slowest stage alone)", steady / bound, ">= 0.8", steady / bound >= 0.8,
                             f"budget {BUDGET_MIB} MiB; start-up excluded; median of {len(long_runs)} runs"))
@@ -329,6 +335,10 @@ def run(res: Results, folder: Path, warm_folder: Path, set_name: str, reps: int,
             res.ratios.append(Ratio(f"[{set_name}] memory {what}, {label}: peak at {10 * n} / at {n} clips", q,
                                     "<= 1.10" if targeted else "", q <= 1.10 if targeted else None,
                                     f"{ms[key]:.0f} -> {mb[key]:.0f} MiB"))
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
 
 
 def _stage_name(role: str) -> str:

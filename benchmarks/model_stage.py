@@ -387,12 +387,13 @@ def before_worktree() -> Path | None:
     return path if res.returncode == 0 else None
 
 
-def run(res, quick: bool = False) -> None:
+def run(res, quick: bool = False, smoke: bool = False) -> None:
     """The section of `python -m benchmarks`: every GPU model x front-end cost, the three
-    cases side by side (each in its own process), ratios to the engine's bound."""
+    cases side by side (each in its own process), ratios to the engine's bound. `smoke`:
+    8 clips, one GPU model and one front-end cost (the test suite's smoke run)."""
     from benchmarks.common import Ratio, Row, log
 
-    scale, clips = 0.25, (96 if quick else Workload.clips)
+    scale, clips = 0.25, (8 if smoke else 96 if quick else Workload.clips)
     work = Workload(clips=clips)
     before = before_worktree()
     res.meta["model_stage_assumptions"] = assumptions(work, scale)
@@ -400,8 +401,8 @@ def run(res, quick: bool = False) -> None:
         res.notes.append(f"model stage: no worktree of {BEFORE_COMMIT} (no git history): today's stage not run")
     log(f"model stage: front-end {FRONTEND_MS_PER_IMAGE:g} ms per 448 px image (measured: benchmarks/frontend_cost.py)")
     res.meta["frontend_ms_per_image_measured"] = FRONTEND_MS_PER_IMAGE
-    for gpu in GPUS:
-        for fe in (FRONTEND_MS_PER_IMAGE, 12.0):
+    for gpu in list(GPUS)[:1] if smoke else GPUS:
+        for fe in (FRONTEND_MS_PER_IMAGE,) if smoke else (FRONTEND_MS_PER_IMAGE, 12.0):
             name = f"{gpu} modelled, front-end {fe:g} ms/image"
             out = {}
             for case in ("bound", "new", "before"):

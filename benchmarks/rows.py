@@ -73,7 +73,11 @@ def _side(manifest: str, out: str) -> dict:
             "driver_peak_anon_mib": peak_anon[0] / 2**20, "driver_peak_shmem_mib": peak_shmem[0] / 2**20}
 
 
-def side(tree: Path, manifest: Path, out: Path) -> dict:
+def side(tree: Path, manifest: Path, out: Path, in_process: bool = False) -> dict:
+    """One run in a fresh interpreter of `tree`'s code; `in_process`: in this one, on the
+    Ray already started (the smoke run: seconds, not a fresh Ray per run; its figures mean nothing)."""
+    if in_process:
+        return _side(str(manifest), str(out))
     env = dict(os.environ, PYTHONPATH=str(tree), RAY_DEDUP_LOGS="1")
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rows.py"), "--side", str(manifest), str(out)],
                          capture_output=True, text=True, env=env, cwd=str(tree))
@@ -83,13 +87,13 @@ def side(tree: Path, manifest: Path, out: Path) -> dict:
     return json.loads(line[len(MARK):])
 
 
-def measure(tree: Path, manifest: Path, work: Path, label: str, fixed: dict) -> dict:
+def measure(tree: Path, manifest: Path, work: Path, label: str, fixed: dict, in_process: bool = False) -> dict:
     """A fresh run, then a rerun that skips every clip. `fixed`: a one-clip run and its
     rerun on the same side (Ray's start, the actor pools, the model load): the marginal
     rates are the rows beyond it over the seconds beyond it."""
     out = work / f"out-{label}"
-    first = side(tree, manifest, out)
-    again = side(tree, manifest, out)
+    first = side(tree, manifest, out, in_process)
+    again = side(tree, manifest, out, in_process)
     n = first["failed"] + first["labeled"]
     return {"rows": n, "rows_per_s": n / first["wall_s"], "skips_per_s": again["skipped"] / again["wall_s"],
             "marginal_rows_per_s": _beyond(n - 1, first["wall_s"], fixed["first"]["wall_s"]),
@@ -105,20 +109,21 @@ def _beyond(n: int, wall: float, fixed: float) -> float:
     return n / (wall - fixed) if wall - fixed > 1.0 else float("nan")
 
 
-def _fixed(tree: Path, work: Path, label: str) -> dict:
+def _fixed(tree: Path, work: Path, label: str, in_process: bool = False) -> dict:
     out = work / f"out-{label}-one"
     manifest = missing_manifest(work / "m1.csv", 1)
-    return {"first": side(tree, manifest, out), "resume": side(tree, manifest, out)}
+    return {"first": side(tree, manifest, out, in_process), "resume": side(tree, manifest, out, in_process)}
 
 
-def cases(work: Path, rows: int, big: int, before_rows: int) -> dict:
+def cases(work: Path, rows: int, big: int, before_rows: int, in_process: bool = False) -> dict:
     from benchmarks.decode_ab import worktree
 
     out = {}
     before = worktree(BEFORE_COMMIT) if before_rows else None  # --before-rows 0: no worktree at all
-    fixed = _fixed(ROOT, work, "after")
-    out[f"after {rows:,}"] = measure(ROOT, missing_manifest(work / f"m{rows}.csv", rows), work, f"after{rows}", fixed)
-    out[f"after {big:,}"] = measure(ROOT, missing_manifest(work / f"m{big}.csv", big), work, f"after{big}", fixed)
+    fixed = _fixed(ROOT, work, "after", in_process)
+    for n in (rows, big):
+        out[f"after {n:,}"] = measure(ROOT, missing_manifest(work / f"m{n}.csv", n), work, f"after{n}", fixed,
+                                      in_process)
     if before is not None and before_rows:
         fixed = _fixed(before, work, "before")
         out[f"before {before_rows:,}"] = measure(before, missing_manifest(work / f"m{before_rows}.csv", before_rows),
@@ -126,14 +131,16 @@ def cases(work: Path, rows: int, big: int, before_rows: int) -> dict:
     return out
 
 
-def run(res, quick: bool = False) -> None:
-    """The section's rows and ratios."""
+def run(res, quick: bool = False, smoke: bool = False) -> None:
+    """The section's rows and ratios. `smoke`: 20 and 40 rows, no before side, every run
+    in this process on its Ray (the test suite's smoke run)."""
     from benchmarks.common import Ratio, Row, log
 
-    rows, big, before_rows = (20_000, 200_000, 20_000) if quick else (100_000, 1_000_000, 100_000)
+    rows, big, before_rows = ((20, 40, 0) if smoke else (20_000, 200_000, 20_000) if quick
+                              else (100_000, 1_000_000, 100_000))
     log(f"rows: {rows:,} and {big:,} missing files after, {before_rows:,} before ({BEFORE_COMMIT})")
     with tempfile.TemporaryDirectory(prefix="emodist-rows-") as tmp:
-        found = cases(Path(tmp), rows, big, before_rows)
+        found = cases(Path(tmp), rows, big, before_rows, in_process=smoke)
     for name, m in found.items():
         res.rows.append(Row("rows", "missing files", f"{name}: failure rows (whole run)", m["rows"], m["rows_per_s"],
                             note=f"marginal {m['marginal_rows_per_s']:,.0f} rows/s beyond a {m['fixed_s']:.1f} s "
