@@ -103,6 +103,38 @@ def init_ray(cfg: Config) -> None:
     logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
     logging.getLogger("ray.data._internal.execution.operators.actor_pool_map_operator").setLevel(logging.CRITICAL)
     _first_lines_of_raylet_errors()
+    _spend_constructor_args_line()
+
+
+class _Unused:
+    def __init__(self, *_):
+        pass
+
+
+def _spend_constructor_args_line() -> None:
+    """Ray's driver prints once per process, at ERROR, 'core_worker.cc: Actor ... has
+    constructor arguments in the object store and max_restarts > 0' when it creates such
+    an actor. Every Ray Data actor pool is one: Ray Data itself passes each pool actor
+    its DataContext and the stage's transformer as ray.put refs and restarts its actors by
+    default; it holds both refs for the pool's life, so the restart warned about works.
+    emodist's own constructor arguments (the config) are not what puts them there, and
+    no restarts (max_restarts=0) would lose a run to one killed actor. So the line is
+    spent here on a throwaway actor while the driver's stderr points at /dev/null for
+    that one synchronous call; Ray's driver log file keeps the line."""
+    import sys
+
+    import ray
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        actor = ray.remote(num_cpus=0, max_restarts=1)(_Unused).remote(ray.put(None))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    ray.kill(actor, no_restart=True)
 
 
 def _first_lines_of_raylet_errors() -> None:

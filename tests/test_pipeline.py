@@ -249,3 +249,18 @@ def test_sigterm_stops_the_run_with_one_line_and_a_readable_output(clips_dir, tm
     assert "SIGTERM received" not in stderr and "PC: @" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM; the rows committed so far are kept")
     assert list((out / "predictions").glob("part-*.parquet")) and list((out / "failures").glob("part-*.parquet"))
+
+
+def test_a_normal_run_prints_no_ray_core_worker_line(clips_dir, tmp_path):
+    """Ray's driver prints once per process 'core_worker.cc: Actor ... has constructor
+    arguments in the object store and max_restarts > 0' for the first Ray Data pool actor
+    (Ray Data passes its own refs); init_ray spends it away from the console."""
+    import subprocess
+
+    out = tmp_path / "out"
+    cmd = [EMODIST, "run", "-i", str(clips_dir / "clip_00000.mp4"), "-o", str(out), *SMALL, "--set", "run.num_cpus=2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    console = res.stdout + res.stderr
+    assert res.returncode == 0, console[-3000:]
+    assert "labeled 1 of 1 clips" in res.stdout, console[-3000:]
+    assert "core_worker.cc" not in console and "constructor arguments" not in console, console
