@@ -100,11 +100,11 @@ def trained(train_clips, tmp_path_factory, emodist_cache):
     before = _metrics(out)
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    return out, before, res.stdout
+    return out, before, res.stdout, res.stderr
 
 
 def test_a_killed_finetune_resumes_from_its_last_checkpoint(trained):
-    out, before, stdout = trained
+    out, before, stdout, _ = trained
     assert 1 <= len(before) < 3, "the kill should land mid-training"
     after = _metrics(out)
     assert [m["epoch"] for m in after] == [0, 1, 2]
@@ -125,6 +125,18 @@ def test_a_killed_finetune_resumes_from_its_last_checkpoint(trained):
     assert meta["base_model"] == "builtin:tiny-vlm" and meta["steps"] == 3 * per_epoch and meta["strategy"] == "sqrt"
 
 
+def test_a_finetune_console_holds_only_emodists_lines(trained):
+    """No Ray Train or Ray Data output (placement-group cleaner tracebacks, execution
+    plans per epoch, TrainingReport dicts, core_worker lines): they stay in Ray's logs."""
+    _, _, stdout, stderr = trained
+    console = stdout + stderr
+    for ray_text in ("TrainingReport(", "Execution plan", "Starting execution of Dataset", "waiting for GCS",
+                     "Traceback", "core_worker.cc", "RayTrainWorker", "(pid="):
+        assert ray_text not in console, console
+    assert [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING emodist")] == [], stderr
+    assert stdout.splitlines()[-2].startswith("trained 3 epochs"), stdout
+
+
 def test_the_trained_adapter_changes_the_distributions_and_labels_every_clip(trained, train_clips, ray_local, tmp_path):
     import pyarrow.dataset as pads
 
@@ -135,7 +147,7 @@ def test_the_trained_adapter_changes_the_distributions_and_labels_every_clip(tra
     from emodist.pipeline import run
     from tests.conftest import tiny_config
 
-    out, _, _ = trained
+    out, _, _, _ = trained
     cfg = tiny_config("mode=sparse", "decode.width=64", "decode.height=64", f"labeler.adapter={out / 'adapter'}")
     (folder,) = (out / "examples").iterdir()
     clips = [ex.clip_input(r) for r in pads.dataset(folder).to_table().slice(0, 4).to_pylist()]
