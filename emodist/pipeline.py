@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from emodist import placement, preflight, resume, storage
+from emodist import nodes, placement, preflight, resume, storage
 from emodist import schema as col
 from emodist.commit import Committer
 from emodist.config import Config, ModelConfig, StageResources
@@ -56,6 +56,12 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_clips_per_s_per_actor: dict[str, float] = field(default_factory=dict)
     retry: bool = False
+    # Worker nodes that died during the run (spot nodes taken back): their stage actors
+    # were restarted elsewhere and their batches retried (nodes.py)
+    nodes_lost: list[dict] = field(default_factory=list)
+    actor_restarts: int = 0
+    batches_retried: dict[str, int] = field(default_factory=dict)  # by stage (read: the listing's tasks)
+    rows_retried: int = 0  # at most this many clips' stage work was done again
     config_hash: str = ""
     run_id: str = ""
 
@@ -269,6 +275,7 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
             clips, total = resume.retry_dataset(aside, cfg, state.done_ref), resume.count_rows(aside, cfg)
         else:
             clips, total = source.dataset(state.done_ref), source.count()
+        watch = nodes.Watch.start(cfg.run.wait_for_nodes_s)  # worker nodes lost mid-run: said, waited for, reported
         try:
             with Committer(output_uri, cfg, digest, run_id) as committer, _progress(progress, total) as advance:
                 for batch in build_dataset(cfg, clips).iter_batches(batch_size=None, batch_format="numpy"):
@@ -280,10 +287,16 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
             committer.close()
         except OutputFull as exc:
             raise RunStopped(str(exc)) from None
-        except (RunStopped, KeyboardInterrupt):
+        except RunStopped:
+            if watch.gave_up:  # actors lost with a node found no room in time (nodes.py stopped the run)
+                raise RunStopped(watch.gave_up) from None
+            raise
+        except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - an actor's failure: one line, the stack in a log
             raise RunStopped(actor_failure(exc, output_uri, run_id)) from None
+        finally:
+            watch.stop()
         if retry_failures:
             resume.finish_retry(output_uri, cfg)
         counts = committer.counts
@@ -291,6 +304,9 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         summary.skipped_done, summary.duplicates = counts.skipped, counts.duplicates
         summary.failures_by_stage = counts.failures_by_stage
         summary.clips = summary.labeled + summary.failed
+        watch.report(summary, {"decode": cfg.decode.batch_size, "face": cfg.face.batch_size,
+                               "describe": cfg.describer.batch_size, "label": cfg.labeler.batch_size,
+                               "describelabel": cfg.labeler.batch_size})
         summary.stage_seconds = {s: round(v, 3) for s, v in counts.busy_s.items()}
         summary.stage_clips_per_s_per_actor = {s: round(summary.clips / v, 3) for s, v in counts.busy_s.items() if v > 0}
         return _finish(summary, output_uri, t0, cfg)
