@@ -51,6 +51,7 @@ class ClipSource:
     files: list[str] = field(default_factory=list)
     pattern: str | None = None
     table: pa.Table | None = None
+    _spans: dict = field(default_factory=dict, repr=False)  # manifest uri -> its byte ranges (manifests.spans)
 
     def count(self, budget_s: float = COUNT_BUDGET_S) -> int | None:
         """Number of clips (rows the run will give, failures included) when it can be
@@ -99,7 +100,13 @@ class ClipSource:
         for u in self.files:
             fs, path = storage.filesystem(u, cfg)
             kind = "split" if self.format == "split" else manifests.manifest_kind(fs, path)
-            out.append((partial(manifests.manifest_rows, u, cfg, kind), u))
+            if u not in self._spans:  # one scan of the file, however often this is asked
+                self._spans[u] = manifests.spans(fs, path, kind)
+            # A large manifest: one read task per range of it, so listing (and a resume's
+            # skipping) scales with the cluster's CPUs instead of one task's line rate. A
+            # line repeated in another range is found by the driver's commit instead (still
+            # one row; a resume counts it as skipped, not as a duplicate).
+            out.extend((partial(manifests.manifest_rows, u, cfg, kind, span), u) for span in self._spans[u])
         return out
 
     def rows(self) -> Iterator[dict]:

@@ -156,3 +156,90 @@ def test_one_file_spelled_several_ways_gives_one_id_and_one_uri(tmp_path):
     rs = rows(path)
     assert {(r[col.CLIP_ID], r[col.URI]) for r in rs[:5]} == {("clips/a", str(tmp_path / "clips" / "a.mp4"))}
     assert rs[5][col.URI] == rs[6][col.URI] == "s3://b/x/y/c.mp4"
+
+
+def _big_manifest(tmp_path, fmt: str, n: int = 240):
+    """n lines; the CSV's every third uri holds quoted newlines, commas and escaped quotes,
+    and bad lines sit among the good ones (their line numbers must survive the ranges)."""
+    path = tmp_path / f"big.{'txt' if fmt == 'split' else fmt}"
+    out = ["uri,clip_id,label\n"] if fmt == "csv" else []
+    for i in range(n):
+        if fmt == "csv":
+            u = f'"dir {i},\n""quoted""\nclip_{i}.mp4"' if i % 3 == 0 else f"v/clip_{i}.mp4"
+            out.append(f"{u},id{i},happy\n" if i % 17 else f"v/clip_{i}.mp4,id{i},happy,extra\n")
+        elif fmt == "jsonl":
+            out.append(json.dumps({"uri": f"v/clip_{i}.mp4", "clip_id": f"id{i}", "label": "sad"}) + "\n"
+                       if i % 17 else '{"uri": \n')
+        else:
+            out.append(f"v/clip_{i}.mp4 75 {1 + i % 7}\n" if i % 17 else f"v/clip_{i}.mp4\n")
+    path.write_text("".join(out))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "split"])
+def test_a_large_manifest_is_read_in_ranges_that_give_every_line_once_with_its_number(tmp_path, fmt, monkeypatch):
+    from emodist import storage
+    from emodist.io import manifests
+
+    path = _big_manifest(tmp_path, fmt)
+    cfg = load_config(None, ["labels=dfew"])
+    fs, p = storage.filesystem(str(path), cfg)
+    kind = manifests.manifest_kind(fs, p)
+    whole = list(manifests.manifest_rows(str(path), cfg, kind))
+    assert len(whole) == 240 and len(failures(whole)) == 15
+    spans = manifests.spans(fs, p, kind, span_bytes=300)
+    assert len(spans) > 10 and spans[0][:1] == (0,) and spans[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, no byte twice
+    ranged = [r for span in spans for r in manifests.manifest_rows(str(path), cfg, kind, span)]
+    assert ranged == whole  # same rows, ids, uris, labels, line numbers and failure messages
+    if fmt == "csv":  # ranges cut at any newline (quotes ignored) would split the quoted uris
+        naive = manifests.spans(fs, p, "jsonl", span_bytes=300)
+        assert [r for span in naive for r in manifests.manifest_rows(str(path), cfg, kind, span)] != whole
+    # ClipSource: one read task per range, the same rows in the driver's count and listing
+    monkeypatch.setattr(manifests, "SPAN_BYTES", 300)
+    source = open_source(str(path), cfg)
+    assert len(source.row_generators()) == len(spans)
+    assert list(source.rows()) == whole and source.count() == 240
+
+
+def test_a_small_manifest_is_one_range(tmp_path):
+    from emodist import storage
+    from emodist.io import manifests
+
+    path = _big_manifest(tmp_path, "csv", n=5)
+    fs, p = storage.filesystem(str(path), load_config(None, []))
+    assert manifests.spans(fs, p, "csv") == [(0, None, 1)]
+
+
+def test_a_run_and_its_resume_read_a_large_manifest_in_several_read_tasks(ray_local, tmp_path, monkeypatch):
+    """Real Ray: a manifest of missing files read by several read tasks gives one failure
+    row per clip with its line number, a line repeated in another range counts once (a
+    duplicate, found by the driver's commit), and the rerun skips every clip."""
+    import pyarrow.dataset as pads
+
+    from emodist import pipeline
+    from emodist.io import manifests
+
+    n = 300
+    lines = ["uri,label\n"] + [f"/nonexistent-emodist/set{i % 7}/clip_{i:05d}.mp4,happy\n" for i in range(n)]
+    lines.insert(100, '"/nonexistent-emodist/two\nlines.mp4",sad\n')  # a quoted newline in a later range
+    lines.append(lines[2])  # line 3's clip again, in the last range
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("".join(lines))
+    monkeypatch.setattr(manifests, "SPAN_BYTES", 2048)
+    cfg = load_config(None, ["run.num_cpus=2", "decode.num_cpus=0.5"])
+    assert len(open_source(str(manifest), cfg).row_generators()) >= 5
+    out = tmp_path / "out"
+    s = pipeline.run(cfg, str(manifest), str(out), progress=False)
+    assert (s.failed, s.labeled, s.duplicates) == (n + 1, 0, 1)
+    fails = pads.dataset(out / "failures").to_table().to_pylist()
+    by_uri = {r[col.URI]: r[col.ERROR_MESSAGE] for r in fails}
+    assert len(by_uri) == n + 1
+    assert ": line 101: not found" in by_uri["/nonexistent-emodist/two\nlines.mp4"]
+    assert ": line 299: not found" in by_uri["/nonexistent-emodist/set1/clip_00295.mp4"]  # 2 physical lines inserted
+    assert ": line 3: not found" in by_uri["/nonexistent-emodist/set1/clip_00001.mp4"]  # its first line, not the repeat
+    again = pipeline.run(cfg, str(manifest), str(out), progress=False)
+    # every clip skipped; the repeat, read by another task than its first line, is skipped
+    # again there (one task would count it a duplicate): a count, no row
+    assert (again.skipped_done, again.failed, again.labeled) == (n + 2, 0, 0)
+    assert len(pads.dataset(out / "failures").to_table()) == n + 1
