@@ -150,6 +150,23 @@ def ray_local(emodist_cache):
     ray.shutdown()
 
 
+@pytest.fixture
+def private_ray():
+    """For a test that starts a Ray of its own: the session's local Ray, if up, is stopped
+    first and started again after (one Ray per process)."""
+    import ray
+
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    if was_up:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        ray.data.DataContext.get_current().enable_progress_bars = False
+
+
 SMALL = ("decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -3,7 +3,7 @@ of the node to actors that reserved none). Real Ray, a node advertising one fake
 torch is told CUDA is there, as it would be on a GPU node."""
 
 
-def test_auto_is_cpu_in_an_actor_with_no_gpu_reserved():
+def test_auto_is_cpu_in_an_actor_with_no_gpu_reserved(private_ray):
     import ray
 
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,

@@ -224,14 +224,18 @@ def test_the_node_with_the_only_decoded_frames_lost_a_new_node_takes_over(cluste
                                                 "labeler.device=cpu", "run.object_store_mb=100"])
     wait_for_rows(proc, out)
     cluster.kill("decode")
-    time.sleep(5)
-    assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+    # The replacement joins only once the run says it waits for room: the lost decode
+    # actors have nowhere to go until then (a fixed sleep raced the run's own check).
+    deadline = time.time() + 120
+    while "wait for a node with room; waiting up to" not in (tmp_path / "run.log").read_text():
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        assert time.time() < deadline, "the run never said it waits for a node: " + (tmp_path / "run.log").read_text()[-3000:]
+        time.sleep(0.5)
     cluster.node("decode2", 2)
     summary, text = finish(proc, out)
     one_row_per_clip(out)
     assert len(summary["nodes_lost"]) == 1, summary
     assert summary["actor_restarts"] >= 1, summary  # the decode actors, on the new node
-    assert "wait for a node with room; waiting up to" in text, text[-3000:]
     # the lost blocks (clips read and decoded there, not yet labeled) made again from their lineage
     assert summary["batches_retried"].get("decode", 0) + summary["batches_retried"].get("read", 0) >= 1, summary
 
