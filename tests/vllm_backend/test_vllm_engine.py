@@ -7,7 +7,6 @@ One engine serves most of the module (its start is the slow part).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -33,27 +32,12 @@ from emodist.models.vllm_engine import VLLMEngine  # noqa: E402
 from emodist.models.vlm import VLMDescriber, VLMLabeler, clean_description  # noqa: E402
 
 LABELS = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
-# The async engine's core always runs in a process of its own; without V1
-# multiprocessing its worker runs inside that process (2 processes instead of 3: about
-# half the start-up on 2 cores).
-ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+pytestmark = pytest.mark.usefixtures("vllm_env")  # tests/vllm_backend/conftest.py
 
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_text_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def vllm_env():
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ Run in the vLLM venv: `bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m py
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -28,24 +27,12 @@ LABELS = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
 SIZE = 224
 MAX_IMAGES = 4
 IMAGE_PAD = 151655  # <|image_pad|>: one per image token after the processor expands it
-ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+pytestmark = pytest.mark.usefixtures("vllm_env")  # tests/vllm_backend/conftest.py
 # Both engines compute in float32 on the same weights; they differ in kernels only
 # (vLLM's CPU paged attention and its own vision-tower code against transformers' eager
 # attention), so the option log-probs agree to float32 rounding through 4 layers, far
 # below the spread of the numbers they are compared on (checked > 0.05 below).
 LOGPROB_ATOL = 1e-3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def vllm_env():
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
