@@ -6,7 +6,6 @@ with the models on the CPU: a cluster's placement rehearsed on one machine."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import rows_by_clip
+from tests.ray_heads import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +38,7 @@ def ray_head(tmp_path_factory, emodist_cache):
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", dash), timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            time.sleep(1)
-    else:
-        pytest.fail(f"ray head did not start: {log.read_text()[-2000:]}")
+    wait_for_port(proc, dash, log)
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("vllm.sampling_params", reason="vllm is not installed here; run in .venv-vllm (bash scripts/setup_vllm.sh)")
+
+from tests.ray_heads import free_port, wait_for_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,12 +83,6 @@ def test_emodist_run_labels_every_clip_on_the_vllm_backend(clips, tmp_path, ray_
     assert engines_started(ray_root) == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def fake_gpu_head(ray_root):
     """A Ray head on 127.0.0.1 that advertises 1 GPU it does not have: the cluster
@@ -102,16 +97,7 @@ def fake_gpu_head(ray_root):
          *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                    "runtime-env-agent-port", "metrics-export-port"))],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            time.sleep(1)
-    else:
-        pytest.fail(f"ray head did not start: {log.read_text()[-2000:]}")
+    wait_for_port(proc, port, log)
     time.sleep(3)  # the raylet registers its resources after the GCS port opens
     yield f"127.0.0.1:{port}", env | {"RAY_AUTH_MODE": "token"}
     os.killpg(proc.pid, signal.SIGTERM)
