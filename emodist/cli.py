@@ -199,7 +199,7 @@ def _print_failures(output: str, cfg, limit: int) -> None:
     import pyarrow.parquet as pq
 
     from emodist import storage
-    from emodist.resume import part_files
+    from emodist.output.resume import part_files
 
     fs, root = storage.filesystem(output, cfg)
     files = part_files(fs, root.rstrip("/") + "/failures")

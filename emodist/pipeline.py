@@ -18,19 +18,20 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from emodist import nodes, placement, preflight, resume, storage
+from emodist import nodes, placement, preflight, storage
 from emodist import schema as col
-from emodist.commit import Committer
 from emodist.config import Config, ModelConfig, StageResources
 from emodist.io.detect import open_source
 from emodist.models import adapters
-from emodist.lease import Lease
+from emodist.output import resume
+from emodist.output.commit import Committer
+from emodist.output.lease import Lease
+from emodist.output.writer import OutputFull, PartWriter
 from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
 from emodist.stages.model import DescribeLabelStage
-from emodist.writer import OutputFull, PartWriter
 
 log = logging.getLogger(__name__)
 STAGES = col.TIMED_STAGES

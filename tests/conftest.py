@@ -193,7 +193,7 @@ def rows_by_clip(out: Path) -> dict[str, list[str]]:
 def stage_rows(out: dict) -> dict[str, dict]:
     """A stage's output batch as clip_id -> row, its carrier rows unpacked: the clips that
     failed travel packed into one row per batch (emodist/carry.py)."""
-    from emodist import carry
+    from emodist.output import carry
     from emodist import schema as col
 
     found: dict[str, dict] = {}

@@ -101,7 +101,7 @@ def test_failure_rows_reach_the_driver_while_the_listing_still_runs(ray_local, t
     import time
     from functools import partial
 
-    from emodist import carry
+    from emodist.output import carry
     from emodist.io import rows
     from emodist.io.source import dataset_of
     from emodist.pipeline import frames_dataset

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import CONFIGS, stage_rows
 from tests.conftest_s3 import DATA_BUCKET, LOCKED_BUCKET, OUT_BUCKET, PUBLIC_BUCKET, S3, S3_KEY, S3_SECRET
 
-from emodist import carry
+from emodist.output import carry
 from emodist import schema as col
 from emodist import storage
 from emodist.config import load_config
@@ -31,7 +31,7 @@ from emodist.decoders import decode
 from emodist.decoders.pyav import decode_clip
 from emodist.stages.decode import DecodeStage
 from emodist.storage import StorageError
-from emodist.writer import PartWriter
+from emodist.output.writer import PartWriter
 
 # --- without a server ---------------------------------------------------------------------
 

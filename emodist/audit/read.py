@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from emodist import schema as col
 from emodist import storage
 from emodist.labels import canonical, match_label
-from emodist.resume import part_files
+from emodist.output.resume import part_files
 
 BATCH_ROWS = 65_536
 PRED_COLUMNS = (col.LABEL, "pred", "prediction")  # as eval names them

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emodist import carry, storage
+from emodist import storage
+from emodist.output import carry
 from emodist import schema as col
 from emodist.config import Config, ConfigError
 from emodist.labels import canonical

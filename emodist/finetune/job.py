@@ -29,7 +29,7 @@ from emodist import preflight, sampling, storage
 from emodist.config import Config, ConfigError
 from emodist.finetune import examples as ex
 from emodist.finetune import train
-from emodist.lease import Lease
+from emodist.output.lease import Lease
 from emodist.models.prompts import PROMPT_VERSION
 
 log = logging.getLogger(__name__)

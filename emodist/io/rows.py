@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from emodist import carry
+from emodist.output import carry
 from emodist import schema as col
 from emodist.storage import CREDENTIALS_IN_URI, protocol_prefix, scrub, userinfo, without_userinfo
 

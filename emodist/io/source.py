@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from emodist import carry, storage
+from emodist import storage
+from emodist.output import carry
 from emodist import schema as col
 from emodist.io import manifests, rows, shards, walk
 from emodist.storage import SourceError, scrub
@@ -144,7 +145,7 @@ class ClipSource:
 
 def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> list[str]:
     """Ids that name two different uris across the files, with both lines (at most `limit`)."""
-    from emodist import keys
+    from emodist.output import keys
 
     seen = keys.KeyMap()
     first: dict[int, str] = {}
@@ -218,7 +219,7 @@ def read_blocks(rows_iter: Iterator[dict], block_rows: int, done=None, check_loc
       here (one stat), not after a trip through the decode pool;
     - failed rows travel packed into carrier rows (carry.py): blocks are sized by the
       clips they carry to the decoders, not by the rows that only need writing."""
-    from emodist import keys
+    from emodist.output import keys
 
     seen = keys.KeyMap()
     lines: dict[int, tuple[int | None, str]] = {}  # first line and uri per id hash (manifests)

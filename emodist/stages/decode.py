@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emodist import carry, decoders, storage
+from emodist import decoders, storage
+from emodist.output import carry
 from emodist import schema as col
 from emodist.config import Config
 from emodist.errors import ClipError, is_fatal

@@ -43,7 +43,8 @@ def test_a_stopped_section_a_section_without_rows_and_each_missed_target_fail_th
 
 
 def test_the_e2e_section_times_the_drivers_commits_and_refuses_to_measure_nothing(monkeypatch):
-    from emodist import commit, pipeline
+    from emodist import pipeline
+    from emodist.output import commit
 
     with e2e.batch_times() as times:
         assert issubclass(pipeline.Committer, commit.Committer) and pipeline.Committer is not commit.Committer

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from emodist.config import load_config
-from emodist.lease import LEASE, Lease, LeaseHeld
+from emodist.output.lease import LEASE, Lease, LeaseHeld
 
 
 def test_a_live_holder_is_refused_with_its_host_pid_and_start(tmp_path):

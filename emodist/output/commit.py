@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emodist import carry, keys, storage
+from emodist import storage
+from emodist.output import carry, keys
 from emodist import schema as col
 from emodist.io import rows
 from emodist.models.prompts import PROMPT_VERSION
-from emodist.writer import PartWriter
+from emodist.output.writer import PartWriter
 
 
 @dataclass

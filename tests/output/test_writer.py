@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from emodist import schema as col
-from emodist.writer import PartWriter
+from emodist.output.writer import PartWriter
 
 
 def row(i):

@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emodist import carry, keys, storage
+from emodist import storage
+from emodist.output import carry, keys
 from emodist import schema as col
 from emodist.config import ConfigError
 from emodist.storage import filesystem, protocol_prefix

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from emodist import keys
+from emodist.output import keys
 
 
 @pytest.mark.parametrize("kind", [keys.KeyMap, keys.DiskKeyMap])
