@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, safe
 from matplotlib.ticker import NullFormatter
 
 from emodist.calibration import RELIABILITY_PNG, plot_reliability
-from emodist.evaluate import EvalResult
+from emodist.eval_result import EvalResult
 
 CONFUSION_PNG = "confusion.png"
 RECALL_PNG = "recall_vs_frequency.png"
