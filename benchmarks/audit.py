@@ -54,6 +54,9 @@ def build(folder: Path, n: int) -> tuple[Path, Path, float]:
 
 
 def measure(n: int, tmp: Path) -> dict:
+    from emodist.config import Config
+    from emodist.output.folder import RunFolder
+
     out, manifest, build_s = build(tmp / f"n{n}", n)
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), str(manifest), str(tmp / f"report{n}")],
                           capture_output=True, text=True, cwd=ROOT)
@@ -62,7 +65,7 @@ def measure(n: int, tmp: Path) -> dict:
         raise SystemExit(f"audit of {n} rows failed:\n{proc.stderr[-3000:]}")
     r = json.loads(line[len(MARK):])
     r |= {"rows": n, "rows_per_s": n / r["seconds"], "build_s": build_s,
-          "parquet_mb": sum(p.stat().st_size for p in (out / "predictions").glob("*.parquet")) / 2**20}
+          "parquet_mb": sum(os.path.getsize(u) for u in RunFolder(str(out), Config()).parts()) / 2**20}
     return r
 
 

@@ -78,6 +78,7 @@ def one(strategy: str, seed: int, sets: list[str], train: Path, test: Path, work
     from emodist.config import load_config
     from emodist.evaluate import evaluate
     from emodist.finetune.job import finetune, read_metrics
+    from emodist.output.folder import RunFolder
     from emodist.pipeline import run
 
     out = work / "runs" / f"{strategy}-s{seed}"
@@ -94,7 +95,7 @@ def one(strategy: str, seed: int, sets: list[str], train: Path, test: Path, work
         metrics = read_metrics(str(out), cfg)
     trained_s = time.perf_counter() - t0
     labeled = out / "test"
-    if not (labeled / "summary.json").exists():
+    if RunFolder(str(labeled), label_cfg).read_summary() is None:
         run(label_cfg, str(test), str(labeled), progress=False)
     result = evaluate(str(labeled), str(test), label_set=cfg.labels, bootstrap=0, cfg=label_cfg)
     row = {"strategy": strategy, "seed": seed, **scores(result, rare), "train_s": round(trained_s, 1),

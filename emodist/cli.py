@@ -103,6 +103,7 @@ def run(
         cfg = load_config(config, (set_ or []) + ([f"input.format={input_format}"] if input_format else []))
     except ConfigError as exc:
         _fail(str(exc))
+    from emodist.output.folder import FAILURES
     from emodist.pipeline import RunStopped
     from emodist.pipeline import run as run_pipeline
 
@@ -114,15 +115,15 @@ def run(
     except RunStopped as exc:
         _fail(str(exc), EXIT_STOPPED)
     if summary.labeled:  # the table first: the summary line stays on screen below it
-        _print_table(output)
+        _print_table(output, summary.config_hash)
     typer.echo(
         f"labeled {summary.labeled} of {summary.clips} clips in {summary.seconds:.1f} s "
         f"({summary.clips_per_s:.2f} clips/s); {summary.failed} failed"
-        + (f" (see {output}/failures/)" if summary.failed else "")
+        + (f" (see {output}/{FAILURES}/)" if summary.failed else "")
         + (f"; {summary.skipped_done} already done, skipped" if summary.skipped_done else "")
     )
     if summary.all_failed:
-        _fail(f"every clip failed ({summary.failed}); see {output}/failures/ for why", EXIT_ALL_FAILED)
+        _fail(f"every clip failed ({summary.failed}); see {output}/{FAILURES}/ for why", EXIT_ALL_FAILED)
 
 
 def _top(row: dict, k: int = 3) -> str:
@@ -131,17 +132,20 @@ def _top(row: dict, k: int = 3) -> str:
     return ", ".join(f"{n} {p:.2f}" for p, n in top)
 
 
-def _print_table(output: str, limit: int = 8) -> None:
-    """One line per clip of a local run folder, cut to the terminal's width (a 30-row
-    terminal keeps the summary line in view); `emodist show` has a clip's whole timeline."""
+def _print_table(output: str, config_hash: str, limit: int = 8) -> None:
+    """One line per clip of a local run folder (the rows of this run's config), cut to the
+    terminal's width (a 30-row terminal keeps the summary line in view); `emodist show` has
+    a clip's whole timeline."""
     if "://" in output:
         return
     import shutil
 
-    import pyarrow.dataset as pads
+    from emodist.config import Config
+    from emodist.output.folder import RunFolder
 
-    data = pads.dataset(Path(output) / "predictions", format="parquet").to_table(
-        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"])
+    data, _ = RunFolder(output, Config()).read(
+        columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"], config_hash=config_hash,
+        missing_ok=True)
     width = shutil.get_terminal_size((100, 30)).columns
 
     def line(*cells: str) -> str:
@@ -153,7 +157,7 @@ def _print_table(output: str, limit: int = 8) -> None:
     for r in data.slice(0, limit).to_pylist():
         typer.echo(line(r["clip_id"], r["ref_label"] or "-", r["label"], _top(r), (r["descriptions"] or ["-"])[0]))
     if data.num_rows > limit:
-        typer.echo(f"... and {data.num_rows - limit} more in {output}/predictions/ (emodist show {output})")
+        typer.echo(f"... and {data.num_rows - limit} more in {output} (emodist show {output})")
 
 
 @app.command()
@@ -163,6 +167,7 @@ def show(
     limit: Annotated[int, typer.Option(help="Clips to show without --clip.")] = 5,
     failures: Annotated[int, typer.Option(help="Failure rows to show without --clip.")] = 10,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (storage settings for s3://).")] = None,
+    config_hash: Annotated[Optional[str], typer.Option("--config-hash", help="Show the rows of this config_hash (an output with rows of two configs, run --new-config).")] = None,
 ) -> None:
     """A clip's label and its timeline: one line per gap between keyframes (a second by
     default), with the motion description the labeler read, and where no face is in view."""
@@ -173,9 +178,10 @@ def show(
 
     try:
         cfg = load_config(config, [])
-        table, _ = read_predictions(output, cfg)
+        table, _ = read_predictions(output, cfg, config_hash=config_hash)
     except (EvalInputError, ConfigError, ValueError) as exc:
         _fail(str(exc))
+    chosen = table.column("config_hash")[0].as_py() if "config_hash" in table.column_names and table.num_rows else None
     if clip is not None:
         table = table.filter(pc.equal(table.column("clip_id"), clip))
         if not table.num_rows:
@@ -190,23 +196,19 @@ def show(
         for (a, b), d in zip(r.get("gap_spans_s") or [], r.get("descriptions") or []):
             typer.echo(f"  {a:6.2f}-{b:6.2f} s  {d}")
     if clip is None:
-        _print_failures(output, cfg, failures)
+        _print_failures(output, cfg, failures, chosen)
 
 
-def _print_failures(output: str, cfg, limit: int) -> None:
-    """The failure rows of a run folder: clip, stage and the message naming the fix."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _print_failures(output: str, cfg, limit: int, config_hash: str | None) -> None:
+    """The failure rows of a run folder (of the config shown): clip, stage and the message
+    naming the fix."""
+    from emodist.output.folder import FAILURES, ConfigChoice, RunFolder
 
-    from emodist import storage
-    from emodist.output.resume import part_files
-
-    fs, root = storage.filesystem(output, cfg)
-    files = part_files(fs, root.rstrip("/") + "/failures")
-    if not files:
-        return
-    t = pa.concat_tables([pq.read_table(p, filesystem=fs, columns=["clip_id", "error_stage", "error_message"])
-                          for p in files])
+    try:
+        t, _ = RunFolder(output, cfg).read(FAILURES, ["clip_id", "error_stage", "error_message"],
+                                           config_hash=config_hash, missing_ok=True)
+    except ConfigChoice as exc:
+        _fail(str(exc))
     if t.num_rows:
         typer.echo(f"failed ({t.num_rows}):")
     for r in t.slice(0, limit).to_pylist():
@@ -332,6 +334,7 @@ def finetune(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file: the labeler to train, the plan, and the finetune section.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set finetune.strategy=balanced.")] = None,
     descriptions_from: Annotated[Optional[str], typer.Option("--descriptions-from", help="An earlier run's output: take each clip's motion descriptions from its prediction rows instead of describing again.")] = None,
+    config_hash: Annotated[Optional[str], typer.Option("--config-hash", help="With --descriptions-from: the rows of this config_hash (an output with rows of two configs, run --new-config).")] = None,
 ) -> None:
     """Fine-tune the labeler's VLM on labeled clips (LoRA or full), with class-aware sampling.
 
@@ -350,7 +353,7 @@ def finetune(
     from emodist.finetune.job import finetune as run_finetune
 
     try:
-        s = run_finetune(cfg, train, output, descriptions_from=descriptions_from)
+        s = run_finetune(cfg, train, output, descriptions_from=descriptions_from, config_hash=config_hash)
     except (SourceError, ConfigError) as exc:
         _fail(str(exc), EXIT_NOT_STARTED)
     resumed = f"; resumed after epoch {s.resumed_from_epoch}" if s.resumed_from_epoch is not None else ""

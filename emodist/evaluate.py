@@ -75,26 +75,32 @@ def _read_file(uri: str, cfg, bad: list[str] | None = None) -> pa.Table:
     raise EvalInputError(f"{uri}: predictions must be an `emodist run` folder or a .csv/.parquet/.jsonl file")
 
 
-def read_predictions(uri: str, cfg, bad: list[str] | None = None) -> tuple[pa.Table, list[str]]:
-    """Prediction rows, and the clip ids listed under failures/ (for a run folder); lines of
-    a CSV file that do not parse are added to `bad`."""
+def read_predictions(uri: str, cfg, bad: list[str] | None = None, config_hash: str | None = None,
+                     ) -> tuple[pa.Table, list[str]]:
+    """Prediction rows of one config, and the clip ids of its failure rows (for a run
+    folder); lines of a CSV file that do not parse are added to `bad`. Rows of two configs
+    (run --new-config) are refused unless `config_hash` picks one (output/folder.py)."""
+    from emodist.output.folder import PREDICTIONS, ConfigChoice, RunFolder, choose_config, hash_counts
+
     fs, path = storage.filesystem(uri, cfg)
-    if not fs.isdir(path):
-        if not fs.exists(path):
-            raise EvalInputError(f"{uri}: not found; pass an `emodist run` output folder or a file")
-        return _read_file(uri, cfg, bad), []
-    proto = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    base = path.rstrip("/")
-    root = base + "/predictions" if fs.isdir(base + "/predictions") else base
-    # hidden and _-prefixed names are parts still being written (see writer.py)
-    files = [p for p in sorted(fs.glob(root + "/*.parquet")) if PurePosixPath(p).name[0] not in "._"]
-    if not files:
-        raise EvalInputError(f"{uri}: no predictions/*.parquet inside; pass an `emodist run` output folder")
-    table = pa.concat_tables([_read_file(proto + p, cfg) for p in files], promote_options="permissive")
-    failed: list[str] = []
-    for p in sorted(fs.glob(base + "/failures/*.parquet")):
-        failed += [str(x) for x in _read_file(proto + p, cfg).column(col.CLIP_ID).to_pylist()]
-    return table, failed
+    try:
+        if not fs.isdir(path):
+            if not fs.exists(path):
+                raise EvalInputError(f"{uri}: not found; pass an `emodist run` output folder or a file")
+            table = _read_file(uri, cfg, bad)
+            chosen = choose_config(uri, hash_counts(table), config_hash)
+            if chosen is not None:
+                import pyarrow.compute as pc
+
+                table = table.filter(pc.equal(table.column(col.CONFIG_HASH), chosen))
+            return table, []
+        folder = RunFolder(uri, cfg)
+        if not folder.prediction_parts():
+            raise EvalInputError(f"{uri}: no {PREDICTIONS}/*.parquet inside; pass an `emodist run` output folder")
+        table, chosen = folder.read(config_hash=config_hash)
+        return table, folder.failed_ids(chosen)
+    except ConfigChoice as exc:
+        raise EvalInputError(str(exc)) from None
 
 
 def _dedup(ids: list[str], problem: Problem) -> dict[str, int]:
@@ -138,11 +144,7 @@ def evaluate(predictions_uri: str, manifest_uri: str, *, label_set: str | Sequen
         ("unreadable_prediction_lines", "predictions line that does not parse; not scored"),
     )}
     bad_pred_lines: list[str] = []
-    table, failed = read_predictions(predictions_uri, cfg, bad_pred_lines)
-    if config_hash is not None:  # rows of one config of a folder written with run --new-config
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.equal(table.column(col.CONFIG_HASH), config_hash))
+    table, failed = read_predictions(predictions_uri, cfg, bad_pred_lines, config_hash)
     for line in bad_pred_lines:
         problems["unreadable_prediction_lines"].add(line)
     names = table.column_names

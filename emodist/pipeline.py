@@ -1,19 +1,17 @@
 """Wire the stages into one Ray Data pipeline and run it into an output folder.
 
     list clips -> decode (CPU actors) -> [face] -> describe + label (model actors)
-      -> driver: predictions/ and failures/ parts (commit.py), summary.json
+      -> driver: predictions/ and failures/ parts (output/commit.py), summary.json
 
 Each stage is a fixed-size actor pool sized by config. Only small rows (no frames) come
 back to the driver. Before any Ray work the run checks its config, models and input,
-takes the output's lease (one run at a time, lease.py) and reads what the output already
-holds (resume.py): every clip gets exactly one row, however the run is started again.
+takes the output's lease (one run at a time, output/lease.py) and reads what the output already
+holds (output/resume.py): every clip gets exactly one row, however the run is started again.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import posixpath
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ from emodist.io.detect import open_source
 from emodist.models import adapters
 from emodist.output import resume
 from emodist.output.commit import Committer
+from emodist.output.folder import OUTPUT_PARTS, RunFolder, log_path
 from emodist.output.lease import Lease
 from emodist.output.writer import OutputFull, PartWriter
 from emodist.stages.decode import DecodeStage
@@ -330,9 +329,9 @@ class _readable_when_stopped:
             return False
         output_uri, cfg, run_id = self.args
         try:
-            for sub, schema in (("predictions", col.PREDICTIONS), ("failures", col.FAILURES)):
-                PartWriter(posixpath.join(output_uri, sub), schema, cfg.run.part_rows, run_id,
-                           storage_options=storage.storage_options(cfg, output_uri)).ensure_one()
+            folder = RunFolder(output_uri, cfg)
+            for sub in OUTPUT_PARTS:
+                PartWriter.into(folder, sub, run_id).ensure_one()
         except Exception as err:  # noqa: BLE001 - the stop's own message matters more
             log.info("could not leave schema-only parts: %s", err)
         return False
@@ -389,7 +388,6 @@ def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:
     file that holds the whole stack (OUT/_emodist/logs/ for a local output, else the temp
     folder), with where Ray keeps the actors' own logs."""
     import re
-    import tempfile
     import traceback
 
     text = "".join(traceback.format_exception(exc))
@@ -401,10 +399,7 @@ def actor_failure(exc: BaseException, output_uri: str, run_id: str) -> str:
     what = " ".join(what.split())[:300]
     stage = re.search(r"MapBatches\((\w+?)(?:Stage)?\)", text)  # DescribeLabelStage -> describe+label
     from_ray = any(type(e).__module__.startswith("ray.") for e in _chain(exc))
-    if storage.is_local(output_uri):
-        path = posixpath.join(output_uri.removeprefix("file://"), "_emodist", "logs", f"run-{run_id}.log")
-    else:
-        path = os.path.join(tempfile.gettempdir(), f"emodist-run-{run_id}.log")
+    path = log_path(output_uri, run_id)
     try:
         import ray
 
@@ -437,9 +432,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _finish(summary: RunSummary, output_uri: str, t0: float, cfg: Config) -> RunSummary:
     summary.seconds = time.perf_counter() - t0
     summary.clips_per_s = summary.clips / summary.seconds if summary.seconds else 0.0
-    fs, root = storage.filesystem(output_uri, cfg)
-    fs.makedirs(root, exist_ok=True)
-    fs.pipe_file(posixpath.join(root, "summary.json"), json.dumps(asdict(summary), indent=2).encode())
+    RunFolder(output_uri, cfg).write_summary(asdict(summary))
     return summary
 
 

@@ -192,7 +192,7 @@ def rows_by_clip(out: Path) -> dict[str, list[str]]:
 
 def stage_rows(out: dict) -> dict[str, dict]:
     """A stage's output batch as clip_id -> row, its carrier rows unpacked: the clips that
-    failed travel packed into one row per batch (emodist/carry.py)."""
+    failed travel packed into one row per batch (emodist/output/carry.py)."""
     from emodist.output import carry
     from emodist import schema as col
 

@@ -34,9 +34,12 @@ def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist
     proc.wait()
     before = rows_by_clip(out)
     assert 1 <= len(before) < len(uris), "the kill should land mid-run"
+    # The killed run's key store stays where its other state is (not in the temp folder) ...
+    assert [p.name.split("-")[2] for p in (out / "_emodist" / "keys").iterdir()] == [str(proc.pid)]
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "already done, skipped" in res.stdout
+    assert not list((out / "_emodist" / "keys").iterdir())  # ... and the rerun removed it: nothing grows
     after = rows_by_clip(out)
     # ids: paths under input.root; the bad file lies outside it, so its id is its whole path
     assert sorted(after) == sorted(relative_id(u, str(clips_dir)) for u in uris)

@@ -251,7 +251,7 @@ def test_manifests_on_s3_are_read_by_ray_tasks(ray_local, s3, tmp_path):
     assert sorted((r[col.CLIP_ID], r[col.URI], r[col.REF_LABEL]) for r in got) == sorted(
         (f"id{i}", f"s3://{DATA_BUCKET}/manifests/v/{i}.mp4", "sad") for i in range(50))
     got = open_source(f"s3://{DATA_BUCKET}/manifests/m.jsonl", cfg).dataset().take_all()
-    # rows that failed at listing travel packed into a carrier row (emodist/carry.py)
+    # rows that failed at listing travel packed into a carrier row (emodist/output/carry.py)
     got = [r for r in got if r[col.ERROR_STAGE] != carry.CARRIED] + [
         x for r in got if r[col.ERROR_STAGE] == carry.CARRIED for x in carry.from_ipc(r[carry.COLUMN]).to_pylist()]
     # a local path that does not exist fails at listing (one stat), not in the decode pool

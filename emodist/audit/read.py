@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from emodist import schema as col
 from emodist import storage
 from emodist.labels import canonical, match_label
-from emodist.output.resume import part_files
+from emodist.output.folder import PREDICTIONS, ConfigChoice, RunFolder, choose_config, hash_counts
 
 BATCH_ROWS = 65_536
 PRED_COLUMNS = (col.LABEL, "pred", "prediction")  # as eval names them
@@ -94,12 +94,11 @@ def open_predictions(uri: str, cfg, config_hash: str | None = None, option: str 
     """The prediction rows of a run folder or file. Rows of two configs (written with
     `run --new-config`) are refused unless `config_hash` picks one."""
     fs, path = storage.filesystem(uri, cfg)
-    proto = storage.protocol_prefix(uri)
-    if fs.isdir(path):
-        base = path.rstrip("/")
-        files = [proto + p for p in part_files(fs, posixpath.join(base, "predictions"))]
+    folder = RunFolder(uri, cfg) if fs.isdir(path) else None
+    if folder is not None:
+        files = folder.parts(PREDICTIONS)
         if not files:
-            raise AuditInputError(f"{uri}: no predictions/part-*.parquet inside; pass an `emodist run` output folder")
+            raise AuditInputError(f"{uri}: no {PREDICTIONS}/part-*.parquet inside; pass an `emodist run` output folder")
     elif fs.exists(path):
         files = [uri]
     else:
@@ -110,20 +109,15 @@ def open_predictions(uri: str, cfg, config_hash: str | None = None, option: str 
         raise AuditInputError(f"{uri}: predictions need a '{col.CLIP_ID}' column and a label column "
                               f"(one of {PRED_COLUMNS}); columns: {columns}")
     hashes: dict[str, int] = {}
-    if col.CONFIG_HASH in columns:
-        for f in files:
-            for b in _file_batches(f, cfg, [col.CONFIG_HASH]):
-                vc = pc.value_counts(b.column(0).cast(pa.string()))
-                for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
-                    hashes[str(v)] = hashes.get(str(v), 0) + n
-    if config_hash is not None and config_hash not in hashes:
-        raise AuditInputError(f"{uri}: no rows with config_hash {config_hash!r}; it holds "
-                              + (", ".join(f"{h} ({n} rows)" for h, n in hashes.items()) or "no config_hash column"))
-    if config_hash is None and len(hashes) > 1:
-        listed = ", ".join(f"{h} ({n} rows)" for h, n in sorted(hashes.items(), key=lambda kv: -kv[1]))
-        raise AuditInputError(f"{uri}: rows of {len(hashes)} configs side by side (run --new-config): {listed}; "
-                              f"pick one with {option} HASH")
-    chosen = config_hash if config_hash is not None else (next(iter(hashes)) if hashes else None)
+    if folder is not None:
+        hashes = folder.config_rows()
+    elif col.CONFIG_HASH in columns:
+        for b in _file_batches(files[0], cfg, [col.CONFIG_HASH]):
+            hash_counts(b, hashes)
+    try:  # the one rule of every reader: one config's rows, never two mixed
+        chosen = choose_config(uri, hashes, config_hash, option)
+    except ConfigChoice as exc:
+        raise AuditInputError(str(exc)) from None
     rows = hashes.get(chosen, 0) if chosen is not None else sum(
         b.num_rows for f in files for b in _file_batches(f, cfg, [col.CLIP_ID]))
     return Predictions(uri, files, columns, pred, chosen, rows, cfg)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emodist import schema as col
+from emodist.output.folder import PREDICTIONS
 
 
 @dataclass
@@ -46,7 +47,7 @@ def write_predictions(folder: Path, case: Case, labels: tuple[str, ...], *, part
                       config_hash: str = "synthetic0000000", clip_dir: str = "/data/clips",
                       rows: slice | None = None) -> list[Path]:
     """predictions/part-*.parquet under `folder`, in the schema `emodist run` writes."""
-    out = folder / "predictions"
+    out = folder / PREDICTIONS
     out.mkdir(parents=True, exist_ok=True)
     idx = np.arange(len(case.ids))[rows or slice(None)]
     L = len(labels)

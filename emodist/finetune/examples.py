@@ -54,7 +54,7 @@ class Examples:
     left_out: list[str]  # one line per clip that could not be made an example
 
 
-def examples_key(cfg: Config, train_uri: str, descriptions_from: str | None) -> str:
+def examples_key(cfg: Config, train_uri: str, descriptions_from: str | None, config_hash: str | None = None) -> str:
     """Hash of what the labeler sees of a clip, and of where the clips come from."""
     d = cfg.label_settings()
     d.pop("labeler")
@@ -63,6 +63,8 @@ def examples_key(cfg: Config, train_uri: str, descriptions_from: str | None) -> 
     if descriptions_from:
         d.pop("describer")
     d["train"], d["descriptions_from"] = train_uri, descriptions_from
+    if config_hash is not None:  # the rows of one config of that output (keys without it stay as they were)
+        d["descriptions_config_hash"] = config_hash
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -98,23 +100,39 @@ def labeled_clips(cfg: Config, train_uri: str) -> dict[str, int]:
     return out
 
 
-def _descriptions_of(predictions_uri: str, cfg: Config) -> dict[str, tuple[list, list]]:
-    """clip_id -> (descriptions, gap spans) of an earlier run's prediction rows."""
-    import pyarrow.dataset as pds
+def _descriptions_of(predictions_uri: str, cfg: Config, config_hash: str | None = None) -> dict[str, tuple[list, list]]:
+    """clip_id -> (descriptions, gap spans) of an earlier run's prediction rows, of one
+    config: an output with rows of two (run --new-config) needs `config_hash`."""
+    from emodist.output.folder import ConfigChoice, RunFolder
 
-    fs, root = storage.filesystem(predictions_uri, cfg)
-    folder = posixpath.join(root, "predictions") if fs.isdir(posixpath.join(root, "predictions")) else root
-    t = pds.dataset(folder, filesystem=storage.pyarrow_filesystem(fs), format="parquet").to_table(
-        columns=[col.CLIP_ID, col.DESCRIPTIONS, col.GAP_SPANS])
+    try:
+        t, _ = RunFolder(predictions_uri, cfg).read(columns=[col.CLIP_ID, col.DESCRIPTIONS, col.GAP_SPANS],
+                                                    config_hash=config_hash)
+    except ConfigChoice as exc:
+        raise ConfigError(f"--descriptions-from {exc}") from None
+    if not t.num_rows:
+        return {}
     return {c: (d or [], s or []) for c, d, s in zip(*(t.column(n).to_pylist() for n in t.column_names))}
 
 
+def check_descriptions(descriptions_from: str, cfg: Config, config_hash: str | None = None) -> None:
+    """Refuse, before Ray starts, an output whose prediction rows are of two configs
+    (run --new-config) when `config_hash` picks none, or of no config `config_hash`."""
+    from emodist.output.folder import ConfigChoice, RunFolder, choose_config
+
+    folder = RunFolder(descriptions_from, cfg)
+    try:
+        choose_config(folder.uri, folder.config_rows(), config_hash)
+    except ConfigChoice as exc:
+        raise ConfigError(f"--descriptions-from {exc}") from None
+
+
 def prepare(cfg: Config, train_uri: str, output_uri: str, classes_of: dict[str, int],
-            descriptions_from: str | None = None) -> Examples:
+            descriptions_from: str | None = None, config_hash: str | None = None) -> Examples:
     """The training examples of `train_uri` (`classes_of`: its `labeled_clips`), built (in
     Ray) or read from the cache."""
     cache = storage.absolute(cfg.finetune.examples_dir) if cfg.finetune.examples_dir else posixpath.join(output_uri, "examples")
-    folder = posixpath.join(cache, examples_key(cfg, train_uri, descriptions_from))
+    folder = posixpath.join(cache, examples_key(cfg, train_uri, descriptions_from, config_hash))
     fs, root = storage.filesystem(folder, cfg)
     done = posixpath.join(root, COMPLETE)
     if fs.exists(done):
@@ -124,19 +142,19 @@ def prepare(cfg: Config, train_uri: str, output_uri: str, classes_of: dict[str, 
     if fs.exists(root):  # a build that a crash cut short
         fs.rm(root, recursive=True)
     fs.makedirs(root, exist_ok=True)
-    ex = _build(cfg, train_uri, folder, classes_of, descriptions_from)
+    ex = _build(cfg, train_uri, folder, classes_of, descriptions_from, config_hash)
     fs.pipe_file(done, json.dumps({"clip_ids": ex.clip_ids, "classes": ex.classes.tolist(),
                                    "left_out": ex.left_out}).encode())
     return ex
 
 
 def _build(cfg: Config, train_uri: str, folder: str, classes_of: dict[str, int],
-           descriptions_from: str | None) -> Examples:
+           descriptions_from: str | None, config_hash: str | None = None) -> Examples:
     from emodist.io.detect import open_source
     from emodist.pipeline import described_dataset
     from emodist.stages.describe import face_mask
 
-    given = _descriptions_of(descriptions_from, cfg) if descriptions_from else None
+    given = _descriptions_of(descriptions_from, cfg, config_hash) if descriptions_from else None
     if given is not None:  # descriptions are read, not made: no describer runs
         cfg = cfg.model_copy(update={"describer": cfg.describer.model_copy(update={"backend": "none"})})
     fs, root = storage.filesystem(folder, cfg)

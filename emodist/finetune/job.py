@@ -29,6 +29,7 @@ from emodist import preflight, sampling, storage
 from emodist.config import Config, ConfigError
 from emodist.finetune import examples as ex
 from emodist.finetune import train
+from emodist.output.folder import RunFolder
 from emodist.output.lease import Lease
 from emodist.models.prompts import PROMPT_VERSION
 
@@ -107,7 +108,10 @@ def epoch_datasets(examples: ex.Examples, samples: list[np.ndarray], cfg: Config
             for e, copies in enumerate(samples)}
 
 
-def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from: str | None = None) -> FinetuneSummary:
+def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from: str | None = None,
+             config_hash: str | None = None) -> FinetuneSummary:
+    """`config_hash`: the rows of `descriptions_from` to take descriptions from, when that
+    output holds rows of two configs (run --new-config)."""
     from emodist.pipeline import init_ray
 
     t0 = time.perf_counter()
@@ -119,8 +123,10 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
         # The sampler's refusals first, by the manifest's labels: before any clip is decoded.
         classes_of = ex.labeled_clips(cfg, train_uri)
         epoch_samples(np.asarray(list(classes_of.values()), np.int64), cfg)
+        if descriptions_from:
+            ex.check_descriptions(descriptions_from, cfg, config_hash)
         init_ray(cfg)
-        examples = ex.prepare(cfg, train_uri, output_uri, classes_of, descriptions_from)
+        examples = ex.prepare(cfg, train_uri, output_uri, classes_of, descriptions_from, config_hash)
         samples = epoch_samples(examples.classes, cfg)
         counts = np.bincount(examples.classes, minlength=len(cfg.label_names))
         summary.examples, summary.left_out = len(examples.clip_ids), len(examples.left_out)
@@ -134,8 +140,7 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
         summary.resumed_from_epoch = marks[-1] if marks else None
         summary.weights = storage.scrub(_export(result.checkpoint, cfg, output_uri, train_uri, summary))
         summary.seconds = time.perf_counter() - t0
-        fs, root = storage.filesystem(output_uri, cfg)
-        fs.pipe_file(posixpath.join(root, "summary.json"), json.dumps(asdict(summary), indent=2).encode())
+        RunFolder(output_uri, cfg).write_summary(asdict(summary))
     return summary
 
 

@@ -3,7 +3,7 @@
 One row per clip (or per line or member that could not be read): `clip_id`, `uri`,
 `ref_label`, the error columns (empty when the row is fine) and `data`, the clip's bytes
 when it came out of a tar shard (null for clips read by uri). Rows that fail here carry
-`error_stage = "list"` and travel packed in carrier rows (emodist/carry.py).
+`error_stage = "list"` and travel packed in carrier rows (emodist/output/carry.py).
 
 Clip ids are unique by construction: a clip's path under the listed folder, the glob's
 folder, or the manifest's folder (`input.root`), without its extension ('Action/Sad/0010':

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from emodist import storage
-from emodist.output import carry
 from emodist import schema as col
+from emodist import storage
 from emodist.io import manifests, rows, shards, walk
+from emodist.output import carry, keys, ledger
+from emodist.output.ledger import Ledger
 from emodist.storage import SourceError, scrub
 
 # Listing, manifest and shard reading wait on storage, not on the CPU: a small share
@@ -145,9 +147,7 @@ class ClipSource:
 
 def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> list[str]:
     """Ids that name two different uris across the files, with both lines (at most `limit`)."""
-    from emodist.output import keys
-
-    seen = keys.KeyMap()
+    seen = Ledger()
     first: dict[int, str] = {}
     out: list[str] = []
     for make_rows, name in generators:
@@ -159,13 +159,13 @@ def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> 
             if not good:
                 return
             id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-            verdict = seen.add(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+            verdict = seen.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
             for k, r in enumerate(good):
                 here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
-                if verdict[k] == keys.NEW:
+                if verdict[k] == ledger.NEW:
                     if len(first) < 1_000_000:  # where an id was first seen, for the message
                         first[int(id_h[k])] = here
-                elif verdict[k] == keys.CONFLICT and len(out) < limit:
+                elif verdict[k] == ledger.CONFLICT and len(out) < limit:
                     out.append(f"{r[col.CLIP_ID]!r} is on {first.get(int(id_h[k]), '?')} and on {here}")
 
         for r in make_rows():
@@ -217,89 +217,104 @@ def read_blocks(rows_iter: Iterator[dict], block_rows: int, done=None, check_loc
       clip_id repeated with another uri fails, naming both lines;
     - with `check_local`, a local file the manifest names but that does not exist fails
       here (one stat), not after a trip through the decode pool;
-    - failed rows travel packed into carrier rows (carry.py): blocks are sized by the
-      clips they carry to the decoders, not by the rows that only need writing."""
-    from emodist.output import keys
-
-    seen = keys.KeyMap()
-    lines: dict[int, tuple[int | None, str]] = {}  # first line and uri per id hash (manifests)
-    work: list[dict] = []
-    failed: list[dict] = []
-    counts = {"skipped": 0, "duplicates": 0}
-    emitted = False
-
-    def carrier_block(take: list[dict]) -> pa.Table:
-        nonlocal failed, emitted
-        out = list(take)
-        if failed or counts["skipped"] or counts["duplicates"]:
-            out.append(carry.carrier(failed, counts["skipped"], counts["duplicates"], template=rows.ok("", "")))
-            failed, counts["skipped"], counts["duplicates"] = [], 0, 0
-        emitted = True
-        return rows.table(out)
-
-    def process(chunk: list[dict]) -> None:
-        good = [r for r in chunk if not r[col.ERROR_STAGE]]
-        failed.extend(r for r in chunk if r[col.ERROR_STAGE])
-        if not good:
-            return
-        id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-        uri_h = keys.hashes(scrub(r[col.URI]) for r in good)
-        # Repeats first (a repeated line of a finished clip is a duplicate, not a second
-        # skip), then what is already done.
-        verdict = seen.add(id_h, uri_h)
-        fresh = verdict == keys.NEW
-        if done is not None and len(done):
-            finished = fresh & keys.contains(done, keys.combine(id_h, uri_h))
-            counts["skipped"] += int(finished.sum())
-            fresh &= ~finished
-        for k, r in enumerate(good):
-            line = r.get("_line")
-            if verdict[k] == keys.NEW and not fresh[k]:
-                continue  # done
-            if verdict[k] == keys.REPEAT:
-                counts["duplicates"] += 1
-                continue
-            if verdict[k] == keys.CONFLICT:
-                first_line, first_uri = lines.get(int(id_h[k]), (None, "?"))
-                where = f"line {line}: " if line else ""
-                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], (
-                    f"{where}clip_id {r[col.CLIP_ID]!r} already names another clip"
-                    f"{f' (line {first_line}: {first_uri})' if first_line else f' ({first_uri})'}; "
-                    f"{rows.ONE_ID_EACH}")))
-                continue
-            if len(lines) < 1_000_000:  # where an id was first seen, for the message; bounded
-                lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
-            if check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
-                failed.append(rows.fail(r[col.CLIP_ID], r[col.URI], f"{f'line {line}: ' if line else ''}" + (
-                    "a symbolic link that loops or leads nowhere; point it at the video file, or remove the line"
-                    if os.path.islink(r[col.URI].removeprefix("file://")) else
-                    "not found: the manifest names this file but it does not exist; check the path (relative "
-                    "paths resolve against the manifest's folder, or input.root), or restore the clip")))
-                continue
-            work.append(r)
-
+    - failed rows travel packed into carrier rows (output/carry.py): blocks are sized by the
+      clips they carry to the decoders, not by the rows that only need writing.
+    Which clip is done, repeated or in conflict the ledger says (output/ledger.py)."""
+    task = _ReadTask(Ledger(done), check_local)
     chunk: list[dict] = []
     nbytes = 0
     for r in rows_iter:
         chunk.append(r)
         nbytes += len(r.get(rows.DATA) or b"")
         if len(chunk) >= _CHUNK or nbytes >= rows.BLOCK_BYTES:
-            process(chunk)
+            task.take(chunk)
             chunk, nbytes = [], 0
-        while len(work) >= block_rows:
-            yield carrier_block(work[:block_rows])
-            del work[:block_rows]
-        if (len(failed) >= rows.CARRY_ROWS or counts["skipped"] >= _SKIPPED_REPORT) and not work:
-            yield carrier_block([])
-        if sum(len(w.get(rows.DATA) or b"") for w in work) >= rows.BLOCK_BYTES:
-            yield carrier_block(work)
-            work = []
-    process(chunk)
-    while work:
-        yield carrier_block(work[:block_rows])
-        del work[:block_rows]
-    if failed or counts["skipped"] or counts["duplicates"] or not emitted:
-        yield carrier_block([])
+        yield from task.ready(block_rows)
+    task.take(chunk)
+    yield from task.rest(block_rows)
+
+
+class _ReadTask:
+    """What one read task holds between blocks: the ledger of its rows, the clips to
+    decode, the failed rows and the counts not yet sent. Its state is its own: taking rows
+    in and giving blocks out are two methods of it, not closures over shared variables."""
+
+    def __init__(self, ledger: Ledger, check_local: bool):
+        self.ledger, self.check_local = ledger, check_local
+        self.lines: dict[int, tuple[int | None, str]] = {}  # first line and uri per id hash (manifests)
+        self.work: list[dict] = []
+        self.failed: list[dict] = []
+        self.skipped = self.duplicates = 0
+        self.emitted = False
+
+    def take(self, chunk: list[dict]) -> None:
+        """Settle a chunk of rows: the failed ones wait to be carried, the clips to do wait
+        for a block."""
+        good = [r for r in chunk if not r[col.ERROR_STAGE]]
+        self.failed.extend(r for r in chunk if r[col.ERROR_STAGE])
+        if not good:
+            return
+        id_h = keys.hashes(r[col.CLIP_ID] for r in good)
+        verdict = self.ledger.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+        self.skipped += int((verdict == ledger.DONE).sum())
+        self.duplicates += int((verdict == ledger.REPEAT).sum())
+        for k in np.flatnonzero((verdict == ledger.NEW) | (verdict == ledger.CONFLICT)):
+            r = good[k]
+            line = r.get("_line")
+            if verdict[k] == ledger.CONFLICT:
+                self.failed.append(self._conflict(r, line, int(id_h[k])))
+                continue
+            if len(self.lines) < 1_000_000:  # where an id was first seen, for the message; bounded
+                self.lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
+            if self.check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
+                self.failed.append(_missing(r, line))
+                continue
+            self.work.append(r)
+
+    def _conflict(self, r: dict, line: int | None, id_hash: int) -> dict:
+        first_line, first_uri = self.lines.get(id_hash, (None, "?"))
+        where = f"line {line}: " if line else ""
+        return rows.fail(r[col.CLIP_ID], r[col.URI], (
+            f"{where}clip_id {r[col.CLIP_ID]!r} already names another clip"
+            f"{f' (line {first_line}: {first_uri})' if first_line else f' ({first_uri})'}; "
+            f"{rows.ONE_ID_EACH}"))
+
+    def ready(self, block_rows: int) -> Iterator[pa.Table]:
+        """The blocks due now: each full block of clips; the carried rows alone once enough
+        wait; what waits when its bytes (tar members) fill a block."""
+        while len(self.work) >= block_rows:
+            yield self._block(block_rows)
+        if (len(self.failed) >= rows.CARRY_ROWS or self.skipped >= _SKIPPED_REPORT) and not self.work:
+            yield self._block(0)
+        if sum(len(w.get(rows.DATA) or b"") for w in self.work) >= rows.BLOCK_BYTES:
+            yield self._block(len(self.work))
+
+    def rest(self, block_rows: int) -> Iterator[pa.Table]:
+        """The last blocks: every clip left, then whatever is still to carry (at least one
+        block per task, so that an empty task still reports)."""
+        while self.work:
+            yield self._block(block_rows)
+        if self.failed or self.skipped or self.duplicates or not self.emitted:
+            yield self._block(0)
+
+    def _block(self, n: int) -> pa.Table:
+        """A block of the first `n` clips waiting, with a carrier of what waits to be
+        carried (failed rows, counts) when there is any."""
+        out, self.work = self.work[:n], self.work[n:]
+        if self.failed or self.skipped or self.duplicates:
+            out.append(carry.carrier(self.failed, self.skipped, self.duplicates, template=rows.ok("", "")))
+            self.failed, self.skipped, self.duplicates = [], 0, 0
+        self.emitted = True
+        return rows.table(out)
+
+
+def _missing(r: dict, line: int | None) -> dict:
+    """The failure row of a local file a manifest names that is not there."""
+    return rows.fail(r[col.CLIP_ID], r[col.URI], f"{f'line {line}: ' if line else ''}" + (
+        "a symbolic link that loops or leads nowhere; point it at the video file, or remove the line"
+        if os.path.islink(r[col.URI].removeprefix("file://")) else
+        "not found: the manifest names this file but it does not exist; check the path (relative "
+        "paths resolve against the manifest's folder, or input.root), or restore the clip"))
 
 
 def _exists_locally(uri: str) -> bool:

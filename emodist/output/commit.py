@@ -10,7 +10,6 @@ a repeated (clip_id, uri) is written once and counted as a duplicate.
 """
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,8 @@ import pyarrow.compute as pc
 
 from emodist import storage
 from emodist.output import carry, keys
+from emodist.output.folder import FAILURES, PREDICTIONS, RunFolder
+from emodist.output.ledger import CONFLICT, NEW, REPEAT, Ledger
 from emodist import schema as col
 from emodist.io import rows
 from emodist.models.prompts import PROMPT_VERSION
@@ -38,12 +39,11 @@ class Counts:
 class Committer:
     def __init__(self, output_uri: str, cfg, digest: str, run_id: str | None = None):
         self.cfg, self.digest = cfg, digest
-        opts = storage.storage_options(cfg, output_uri)
-        self.preds = PartWriter(posixpath.join(output_uri, "predictions"), col.PREDICTIONS, cfg.run.part_rows,
-                                run_id=run_id, storage_options=opts)
-        self.fails = PartWriter(posixpath.join(output_uri, "failures"), col.FAILURES, cfg.run.part_rows,
-                                run_id=self.preds.run_id, storage_options=opts)
-        self.seen = keys.DiskKeyMap()
+        folder = RunFolder(output_uri, cfg)
+        self.preds = PartWriter.into(folder, PREDICTIONS, run_id)
+        self.fails = PartWriter.into(folder, FAILURES, self.preds.run_id)
+        # Where the run's other state is, so that a killed run's keys go with the next run.
+        self.seen = Ledger(seen=keys.DiskKeyMap(folder=folder.key_store()))
         self.counts = Counts()
         prompt = PROMPT_VERSION if cfg.describer.prompt is None and cfg.labeler.prompt is None else PROMPT_VERSION + "+custom"
         self.constants = {col.CONFIG_HASH: digest, col.LABEL_NAMES: list(cfg.label_names),
@@ -133,10 +133,10 @@ class Committer:
             return table, []
         ids = table.column(col.CLIP_ID).to_pylist()
         uris = table.column(col.URI).to_pylist()
-        verdict = self.seen.add(keys.hashes(ids), keys.hashes(uris))
-        self.counts.duplicates += int((verdict == keys.REPEAT).sum())
+        verdict = self.seen.settle(keys.hashes(ids), keys.hashes(uris))
+        self.counts.duplicates += int((verdict == REPEAT).sum())
         conflicts = []
-        bad = np.flatnonzero(verdict == keys.CONFLICT)
+        bad = np.flatnonzero(verdict == CONFLICT)
         if len(bad):
             conflicts.append(pa.Table.from_pylist([{
                 col.CLIP_ID: ids[i], col.URI: uris[i], col.REF_LABEL: table.column(col.REF_LABEL)[int(i)].as_py(),
@@ -144,7 +144,7 @@ class Committer:
                 col.ERROR_MESSAGE: (f"list: {uris[i]}: clip_id {ids[i]!r} already names another clip of this input; "
                                     f"{rows.ONE_ID_EACH}"),
                 col.ATTEMPTS: 1, col.CONFIG_HASH: self.digest} for i in bad], schema=col.FAILURES))
-        keep = np.flatnonzero(verdict == keys.NEW)
+        keep = np.flatnonzero(verdict == NEW)
         if len(keep) == table.num_rows:
             return table, conflicts
         return table.take(pa.array(keep, pa.int64())), conflicts

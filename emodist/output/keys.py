@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable
@@ -111,6 +112,39 @@ class KeyMap:
         self.levels.append(level)
 
 
+STORE_PREFIX = "emodist-keys-"
+
+
+def sweep(folder: str, only_dead: bool) -> list[str]:
+    """Remove the key stores in `folder` that no live run uses, and say which: every other
+    process's (`only_dead=False`: the caller holds the output's lease), or only those of
+    processes that no longer run on this host (a shared temporary folder)."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(STORE_PREFIX):
+            continue
+        pid = name[len(STORE_PREFIX):].split("-", 1)[0]
+        if pid == str(os.getpid()) or (only_dead and (not pid.isdigit() or _alive(int(pid)))):
+            continue  # this process's own, or a live one's (or one of before pids were in the name)
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 # Ids looked up per SELECT (SQLite's bound-parameter limit is 32,766 since 3.32).
 _LOOKUP_CHUNK = 512
 
@@ -120,11 +154,12 @@ class DiskKeyMap:
     `cache_mib`: the process holds a batch's keys, not the run's. A million keys cost
     ~5 s instead of KeyMap's ~1 s and 16 MiB of heap (measured once, standalone, on a
     2-core VM: benchmarks/results/rows-2026-12-03.txt).
-    `close` deletes the file (so does garbage collection or the interpreter's exit; a
-    killed process leaves its emodist-keys-* folder in the temporary directory)."""
+    `close` deletes the file (so does garbage collection or the interpreter's exit); a
+    killed process leaves its emodist-keys-<pid>-* folder, which `sweep` removes at the
+    next run (RunFolder.key_store)."""
 
     def __init__(self, cache_mib: int = 4, folder: str | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="emodist-keys-", dir=folder)
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{STORE_PREFIX}{os.getpid()}-", dir=folder)
         self._db = sqlite3.connect(os.path.join(self._dir.name, "keys.sqlite"), isolation_level=None)
         # A scratch file rebuilt by every run: no journal, no fsync.
         self._db.executescript(

@@ -25,9 +25,9 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from emodist import storage
+from emodist.output.folder import LEASE, STATE
 
 log = logging.getLogger(__name__)
-LEASE = "_emodist/lease.json"
 HEARTBEAT_S = 30.0
 
 
@@ -94,7 +94,7 @@ class Lease:
             why = self._stale(holder)
             if why is None:
                 raise LeaseHeld(
-                    f"{self.uri.rsplit('/_emodist', 1)[0]}: another run is writing this output "
+                    f"{self.uri.rsplit('/' + STATE, 1)[0]}: another run is writing this output "
                     f"({holder.describe()}); wait for it to finish, or write to another --output "
                     f"(a holder that died is taken over after run.lease_timeout_s = {self.timeout_s:g} s)")
             log.warning("taking over the lease of a stale run (%s): %s", holder.describe(), why)

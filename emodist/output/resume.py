@@ -16,8 +16,6 @@ a manifest that did not parse) are retried by reading that manifest again.
 """
 from __future__ import annotations
 
-import json
-import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,30 +24,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emodist import storage
-from emodist.output import carry, keys
 from emodist import schema as col
+from emodist import storage
 from emodist.config import ConfigError
-from emodist.storage import filesystem, protocol_prefix
-
-RETRIED_DIR = "_retried"
-CONFIGS_DIR = "_emodist/configs"
-OUTPUT_PARTS = ("predictions", "failures")
-
-
-def part_files(fs, folder: str) -> list[str]:
-    """Committed part files in `folder` (fsspec paths; hidden and _-prefixed names are not parts)."""
-    if not fs.exists(folder):
-        return []
-    return sorted(p for p in fs.ls(folder, detail=False)
-                  if posixpath.basename(p).startswith("part-") and p.endswith(".parquet"))
+from emodist.output import carry, keys
+from emodist.output.folder import DAMAGED, FAILURES, PREDICTIONS, RETRIED, RunFolder
+from emodist.storage import filesystem
 
 
 def committed_parts(output_uri: str, cfg) -> list[str]:
     """The committed parts under predictions/ and failures/, as full uris."""
-    fs, root = filesystem(output_uri, cfg)
-    proto = protocol_prefix(output_uri)
-    return [proto + p for sub in OUTPUT_PARTS for p in part_files(fs, posixpath.join(root, sub))]
+    return RunFolder(output_uri, cfg).committed_parts()
 
 
 class DamagedPart(storage.SourceError):
@@ -60,7 +45,7 @@ class DamagedPart(storage.SourceError):
 def damaged(uri: str, exc: BaseException) -> DamagedPart:
     detail = " ".join(str(exc).split())[:200]
     return DamagedPart(f"{uri}: this part of the output is damaged (not readable as Parquet: {detail}); move it "
-                       "out of predictions/ and failures/ (e.g. into the output's _emodist/damaged/) and rerun the "
+                       f"out of {PREDICTIONS}/ and {FAILURES}/ (e.g. into the output's {DAMAGED}/) and rerun the "
                        "same command: its clips are labeled again")
 
 
@@ -127,12 +112,8 @@ def load(output_uri: str, cfg, digest: str, new_config: bool) -> State:
 
 
 def record_config(output_uri: str, cfg, digest: str) -> None:
-    """`_emodist/configs/<hash>.json`: this run's label settings, for later comparisons."""
-    fs, root = filesystem(output_uri, cfg)
-    path = posixpath.join(root, CONFIGS_DIR, f"{digest}.json")
-    if not fs.exists(path):
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        fs.pipe_file(path, json.dumps(cfg.label_settings(), indent=1, sort_keys=True).encode())
+    """This run's label settings recorded in the output, for later comparisons."""
+    RunFolder(output_uri, cfg).record_config(digest, cfg.label_settings())
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -151,12 +132,11 @@ def changed_keys(old: dict, new: dict) -> list[str]:
 
 
 def refusal(output_uri: str, cfg, digest: str, others: dict[str, int]) -> str:
-    fs, root = filesystem(output_uri, cfg)
     old_hash = max(others, key=others.get)
-    try:
-        old = json.loads(fs.cat_file(posixpath.join(root, CONFIGS_DIR, f"{old_hash}.json")))
+    old = RunFolder(output_uri, cfg).config_record(old_hash)
+    if old is not None:
         changed = ", ".join(changed_keys(old, cfg.label_settings())[:8]) or "none recorded"
-    except FileNotFoundError:
+    else:
         changed = "unknown (no record of the old config)"
     rows = sum(others.values())
     return (f"{output_uri} holds {rows} rows labeled under config {old_hash}; this run's config is {digest} "
@@ -171,23 +151,19 @@ def take_failures_for_retry(output_uri: str, cfg) -> list[str]:
     """Set the failure parts aside for a retry and return them. If an earlier retry was
     interrupted, its set-aside parts are returned as they are (each failed clip is in
     them exactly once; what that retry already redid is skipped as finished)."""
-    fs, root = filesystem(output_uri, cfg)
-    proto = protocol_prefix(output_uri)
-    failures = posixpath.join(root, "failures")
-    aside = posixpath.join(failures, RETRIED_DIR)
-    if not part_files(fs, aside):
-        fs.makedirs(aside, exist_ok=True)
-        for p in part_files(fs, failures):
-            if _read_columns(proto + p, cfg, [col.CLIP_ID]).num_rows:  # schema-only parts stay
-                fs.mv(p, posixpath.join(aside, posixpath.basename(p)))
-    return [proto + p for p in part_files(fs, aside)]
+    folder = RunFolder(output_uri, cfg)
+    if not folder.parts(RETRIED):
+        for u in folder.parts(FAILURES):
+            if _read_columns(u, cfg, [col.CLIP_ID]).num_rows:  # schema-only parts stay
+                folder.set_aside(u)
+    return folder.parts(RETRIED)
 
 
 def finish_retry(output_uri: str, cfg) -> None:
     """After a completed retry every set-aside clip has a new row: drop the old ones."""
-    fs, root = filesystem(output_uri, cfg)
-    for p in part_files(fs, posixpath.join(root, "failures", RETRIED_DIR)):
-        fs.rm(p)
+    folder = RunFolder(output_uri, cfg)
+    for u in folder.parts(RETRIED):
+        folder.fs.rm(filesystem(u, cfg)[1])
 
 
 def _aside_rows(uri: str, cfg) -> Iterator[dict]:

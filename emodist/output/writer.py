@@ -34,6 +34,18 @@ class PartWriter:
         self.written = 0
         self._local = "file" in self.fs.protocol or "local" in self.fs.protocol
 
+    @classmethod
+    def into(cls, folder, sub: str, run_id: str | None = None) -> PartWriter:
+        """The writer of `sub` (folder.PREDICTIONS or FAILURES) of a RunFolder, in that
+        part's schema and the run's part size."""
+        from emodist import schema as col
+        from emodist import storage
+        from emodist.output.folder import PREDICTIONS
+
+        schema = col.PREDICTIONS if sub == PREDICTIONS else col.FAILURES
+        return cls(folder.uri_of(sub), schema, folder.cfg.run.part_rows, run_id=run_id,
+                   storage_options=storage.storage_options(folder.cfg, folder.uri))
+
     def add(self, table: pa.Table, whole: bool = False) -> None:
         """Buffer `table`'s rows; commit a part each time part_rows are waiting. With
         `whole`, everything waiting goes out as one part once part_rows are waiting (a

@@ -2,7 +2,7 @@
 the CPU, or on the GPU with per-clip CPU fallback (`decode.device`; a GPU whose CUDA
 context is poisoned stops the actor, which Ray restarts). A clip that cannot be decoded
 fails alone, with a message that says what is wrong and what to check, and
-travels on packed with the batch's other failures in one carrier row (carry.py); the clip
+travels on packed with the batch's other failures in one carrier row (output/carry.py); the clip
 bytes that came out of tar shards (the `data` column) go no further than here."""
 from __future__ import annotations
 

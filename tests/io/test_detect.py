@@ -1,6 +1,5 @@
-"""Deciding what an input is, in the driver and cheaply; and its rows reaching Ray in
-blocks of one decode batch, listings running ahead of the decoders."""
-import json
+"""Deciding what an input is, in the driver and cheaply (its rows reaching Ray:
+tests/io/test_source.py)."""
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -124,42 +123,6 @@ def test_an_empty_s3_prefix_says_nothing_is_under_it_and_how_to_check(s3):
             f"{shown}: nothing found under this prefix (no objects); check the prefix for a typo and "
             f"list it (aws s3 ls --endpoint-url {s3.endpoint} {shown})"
         ), prefix
-
-
-def test_listing_and_manifest_reads_run_ahead_of_the_decoders_but_shards_do_not(tmp_path, ray_local):
-    """Ray Data lets a streaming read task hold 2 blocks by default; the decode pool then
-    got one batch per turn of Ray's executor loop and sat idle half the time. Listing and
-    manifest rows are tiny, so their reads may run far ahead; shards carry clip bytes.
-    The setting rides on a deprecated Ray argument: a Ray upgrade that drops it fails here."""
-    from emodist.io.source import LISTING_AHEAD_BLOCKS
-
-    touch(tmp_path / "clips" / "a.mp4")
-    (tmp_path / "m.jsonl").write_text('{"uri": "x.mp4"}\n')
-    touch(tmp_path / "shards" / "a-000.tar")
-    for rel, ahead in (("clips", 2 * LISTING_AHEAD_BLOCKS), ("m.jsonl", 2 * LISTING_AHEAD_BLOCKS),
-                       ("shards", None)):
-        read = open_source(str(tmp_path / rel)).dataset()._logical_plan.dag
-        assert type(read).__name__ == "Read", rel
-        assert read.ray_remote_args.get("_generator_backpressure_num_objects") == ahead, rel
-
-
-@pytest.mark.parametrize("fmt", ["folder", "csv", "jsonl", "parquet"])
-def test_every_input_format_reaches_ray_in_blocks_of_one_decode_batch(tmp_path, ray_local, fmt):
-    """An actor pool hands out whole blocks: a manifest read as one block (what
-    ray.data.read_parquet gives for one row group) would be decoded by one actor alone."""
-
-    uris = [str(touch(tmp_path / "clips" / f"c{i:02d}.mp4")) for i in range(37)]
-    src = {"folder": tmp_path / "clips", "csv": tmp_path / "m.csv", "jsonl": tmp_path / "m.jsonl",
-           "parquet": tmp_path / "m.parquet"}[fmt]
-    if fmt == "csv":
-        src.write_text("uri\n" + "".join(f"{u}\n" for u in uris))
-    elif fmt == "jsonl":
-        src.write_text("".join(json.dumps({"uri": u}) + "\n" for u in uris))
-    elif fmt == "parquet":
-        pq.write_table(pa.table({"uri": uris}), src)
-    ds = open_source(str(src), load_config(None, ["decode.batch_size=4"])).dataset().materialize()
-    blocks = [m.num_rows for bundle in ds.iter_internal_ref_bundles() for m in bundle.metadata]
-    assert sum(blocks) == 37 and max(blocks) <= 4, blocks
 
 
 @pytest.mark.parametrize("name", ["header.csv", "empty.jsonl", "empty.parquet", "empty.txt", "glob", "folder"])

@@ -57,3 +57,38 @@ def test_the_disk_map_gives_the_memory_maps_verdicts_and_deletes_its_file(tmp_pa
     assert os.listdir(tmp_path / folder) == ["keys.sqlite"]
     disk.close()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_processs_store_is_swept_and_a_live_ones_is_kept(tmp_path):
+    """A SIGKILL skips every cleanup: the store stays until `sweep` (RunFolder.key_store,
+    at the next run) removes it; a live process's store is left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys, numpy as np\nfrom emodist.output import keys\n"
+            "m = keys.DiskKeyMap(folder=sys.argv[1]); m.add(np.arange(5, dtype=np.uint64), np.arange(5, dtype=np.uint64))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    [dead] = os.listdir(tmp_path)
+    assert dead.startswith(f"{keys.STORE_PREFIX}") and os.listdir(tmp_path / dead) == ["keys.sqlite"]
+    mine = keys.DiskKeyMap(folder=str(tmp_path))
+    try:
+        assert keys.sweep(str(tmp_path), only_dead=True) == [dead]
+        assert os.listdir(tmp_path) == [os.path.basename(mine._dir.name)]
+        assert keys.sweep(str(tmp_path), only_dead=False) == []  # this process's own store stays
+    finally:
+        mine.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_under_the_lease_every_other_store_is_stale(tmp_path):
+    """In OUT/_emodist/keys/ the run holds the output's lease: a store of any other process
+    (even one still running elsewhere, which lost the lease) is a dead run's."""
+    (tmp_path / f"{keys.STORE_PREFIX}1-abc").mkdir()
+    (tmp_path / f"{keys.STORE_PREFIX}{os.getppid()}-abc").mkdir()  # a live process's
+    (tmp_path / "other").mkdir()
+    assert sorted(keys.sweep(str(tmp_path), only_dead=False)) == sorted(
+        [f"{keys.STORE_PREFIX}1-abc", f"{keys.STORE_PREFIX}{os.getppid()}-abc"])
+    assert os.listdir(tmp_path) == ["other"]
