@@ -91,7 +91,7 @@ def bench_ray_decode(args, cfg, local: Path, work: Path) -> list[tuple[str, floa
     import ray
 
     from emodist.pipeline import _stage
-    from emodist.io.detect import open_source
+    from emodist.io.source import open_source
     from emodist.stages.decode import DecodeStage
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,

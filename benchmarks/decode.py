@@ -308,7 +308,7 @@ def emodist_ray(folder: Path, actors: int, extra: list[str] = (), ahead_blocks: 
 
     from benchmarks._udfs import PID, PidDecodeStage
     from emodist.config import load_config
-    from emodist.io import detect as sources
+    from emodist.io import source as sources
 
     cfg = load_config(None, ["decode.num_cpus=0.5", f"decode.actors={actors}", *extra])
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from emodist import schema as col
 from emodist import storage
 from emodist.eval_metrics import scores, sink
 from emodist.eval_result import EvalInputError, MethodScores, Problem
-from emodist.io.detect import read_manifest
+from emodist.io.source import read_manifest
 from emodist.labels import canonical
 
 

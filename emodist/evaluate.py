@@ -26,7 +26,7 @@ from emodist import eval_debias, eval_metrics
 from emodist import schema as col
 from emodist import storage
 from emodist.eval_result import INVALID, EvalInputError, EvalResult, Problem
-from emodist.io.detect import read_manifest
+from emodist.io.source import read_manifest
 from emodist.io.rows import clip_id_for
 from emodist.labels import match_label, resolve_label_set
 

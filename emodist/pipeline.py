@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from emodist import nodes, placement, preflight, storage
 from emodist import schema as col
 from emodist.config import Config, ModelConfig, StageResources
-from emodist.io.detect import open_source
+from emodist.io.source import open_source
 from emodist.models import adapters
 from emodist.output import resume
 from emodist.output.commit import Committer

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from emodist import schema as col
 from emodist.cli import app
-from emodist.io.detect import list_clips
+from emodist.io.source import list_clips
 from tests.conftest import CONFIGS
 
 # The tiny random VLM (the default labeler, the specialist, finds no face in synthetic clips).

@@ -24,7 +24,7 @@ from emodist.output import carry
 from emodist import schema as col
 from emodist import storage
 from emodist.config import load_config
-from emodist.io.detect import open_source
+from emodist.io.source import open_source
 from emodist.storage import SourceError
 from emodist.stages.base import ClipError
 from emodist.decoders import decode

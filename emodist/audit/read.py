@@ -143,7 +143,7 @@ class Manifest:
 def read_labels(uri: str, cfg, labels: tuple[str, ...]) -> Manifest:
     """A manifest read as `run` reads its input (every manifest and split-file format);
     a label outside the label set is listed with the line it came from."""
-    from emodist.io.detect import open_source
+    from emodist.io.source import open_source
 
     try:
         source = open_source(uri, cfg)

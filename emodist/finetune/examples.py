@@ -72,7 +72,7 @@ def labeled_clips(cfg: Config, train_uri: str) -> dict[str, int]:
     """clip_id -> class index of every clip of the training manifest; ConfigError naming
     the clip for a row that does not parse, a clip without a label or with a label outside
     the label set."""
-    from emodist.io.detect import read_manifest
+    from emodist.io.source import read_manifest
 
     table, bad = read_manifest(train_uri, cfg)
     where = storage.scrub(train_uri)
@@ -150,7 +150,7 @@ def prepare(cfg: Config, train_uri: str, output_uri: str, classes_of: dict[str, 
 
 def _build(cfg: Config, train_uri: str, folder: str, classes_of: dict[str, int],
            descriptions_from: str | None, config_hash: str | None = None) -> Examples:
-    from emodist.io.detect import open_source
+    from emodist.io.source import open_source
     from emodist.pipeline import described_dataset
     from emodist.stages.describe import face_mask
 

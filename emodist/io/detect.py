@@ -1,49 +1,45 @@
-"""Deciding, in the driver and cheaply, what an input is: a folder or glob of videos or
-frame folders, manifests, split files, or tar shards (`input.format: auto` looks at
+"""Deciding, in the driver and cheaply, what an input is (`plan`): a folder or glob of
+videos or frame folders, manifests, split files, or tar shards (`input.format: auto` looks at
 suffixes, at the first line of a .csv, and at one bounded listing page of a folder).
 Errors here are SourceErrors that name the input and what to do; no Ray work has started.
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 
 from emodist import storage
-from emodist import schema as col
 from emodist.io import manifests, rows, walk
-from emodist.io.source import ClipSource
 from emodist.io.suffixes import (IMAGE_SUFFIXES, MANIFEST_SUFFIXES, SHARD_SUFFIXES, SPLIT_SUFFIXES,
                                  VIDEO_SUFFIXES, has_suffix)
-from emodist.storage import SourceError, StorageError, scrub
+from emodist.storage import SourceError, StorageError
 
 PEEK_ITEMS = 1000  # the one listing page the driver looks at
 
 
-def open_source(input_uri: str, cfg=None) -> ClipSource:
-    """Check that `input_uri` can be read and decide its format (`cfg.input.format`);
-    cheap: no listing beyond one page. Raises SourceError / StorageError."""
-    if cfg is None:
-        from emodist.config import Config
+@dataclass
+class Detected:
+    """What the driver decided an input is (`plan`); io/source.py's ClipSource reads it."""
 
-        cfg = Config()
-    storage.refuse_userinfo(input_uri, "input")
-    try:
-        fs, path = storage.filesystem(input_uri, cfg)
-        source = _plan(fs, path, input_uri, cfg)
-        if source.is_empty():
-            raise SourceError(_no_clips(input_uri, source))
-        return source
-    except SourceError:
-        raise
-    except (ImportError, ValueError) as exc:
-        raise SourceError(f"{input_uri}: cannot open: {scrub(str(exc))}") from None
-    except Exception as exc:  # noqa: BLE001 - storage errors get a clear message
-        raise storage.explain(exc, input_uri, "reading") from None
+    uri: str
+    format: str  # listing | manifest | split | webdataset | table
+    files: list[str] = field(default_factory=list)
+    pattern: str | None = None
+    table: pa.Table | None = None
 
 
-def _no_clips(uri: str, source: ClipSource) -> str:
+def plan(input_uri: str, cfg) -> Detected:
+    """What `input_uri` is (`cfg.input.format`), cheaply: no listing beyond one page.
+    Raises SourceError / StorageError, and what the filesystem raises (io/source.py's
+    open_source words those)."""
+    fs, path = storage.filesystem(input_uri, cfg)
+    return _plan(fs, path, input_uri, cfg)
+
+
+def no_clips(uri: str, source) -> str:
     """Why an input with nothing in it is refused, worded for its kind: zero clips are
     refused at start whatever the input is (an empty folder always was)."""
     if source.format in ("manifest", "split"):
@@ -56,34 +52,6 @@ def _no_clips(uri: str, source: ClipSource) -> str:
         return (f"{uri}: no clips: the glob matches no video or frame folder; check the pattern "
                 f"(quote it, e.g. 'clips/*.mp4', so that the shell does not expand it)")
     return f"{uri}: no clips found; pass a folder of videos or frame folders"
-
-
-def list_clips(input_uri: str, cfg=None) -> pa.Table:
-    """The clips of any supported input as (clip_id, uri, ref_label), in this process
-    (small inputs). A row that fails to list raises SourceError; the pipeline instead
-    streams the input through Ray (`open_source(...).dataset()`) and keeps going."""
-    source = open_source(input_uri, cfg)
-    out = []
-    for r in source.rows():
-        if r["error_stage"]:
-            raise SourceError(r["error_message"].removeprefix(f"{rows.LIST_STAGE}: "))
-        out.append({k: r[k] for k in rows.CLIPS.names})
-    if not out:
-        raise SourceError(f"{input_uri}: no clips found")
-    return pa.Table.from_pylist(out, schema=rows.CLIPS)
-
-
-def read_manifest(uri: str, cfg=None) -> tuple[pa.Table, list[dict]]:
-    """A manifest or split file in this process, read as `run` reads it: (clip_id, uri,
-    ref_label) of the rows that parse, and the failure rows of those that do not."""
-    source = open_source(uri, cfg)
-    if source.format not in ("manifest", "split"):
-        raise SourceError(f"{uri}: not a manifest or split file ({source.format}); pass a .csv, "
-                          ".parquet, .jsonl manifest or a .txt split file")
-    good, bad = [], []
-    for r in source.rows():
-        (bad if r[col.ERROR_STAGE] else good).append(r)
-    return pa.Table.from_pylist([{k: r[k] for k in rows.CLIPS.names} for r in good], schema=rows.CLIPS), bad
 
 
 def _magic_root(path: str) -> str:
@@ -135,13 +103,13 @@ def _not_found(uri: str, fs=None, cfg=None) -> SourceError:
     )
 
 
-def _checked(source: ClipSource, uri: str, what: str) -> ClipSource:
+def _checked(source: Detected, uri: str, what: str) -> Detected:
     if not source.files:
         raise SourceError(f"{uri}: no {what} found")
     return source
 
 
-def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
+def _plan(fs, path: str, uri: str, cfg) -> Detected:
     fmt = cfg.input.format
     prefix = storage.protocol_prefix(uri)
     if fsspec.core.has_magic(path):
@@ -150,11 +118,11 @@ def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
             raise _not_found(uri, fs)
         if fmt == "webdataset" or (fmt == "auto" and has_suffix(path, SHARD_SUFFIXES)):
             files = [prefix + p for p in sorted(fs.glob(path)) if has_suffix(p, SHARD_SUFFIXES)]
-            return _checked(ClipSource(uri, "webdataset", cfg, files=files), uri, "tar shards")
+            return _checked(Detected(uri, "webdataset", files=files), uri, "tar shards")
         if fmt in ("manifest", "split") or (fmt == "auto" and has_suffix(path, MANIFEST_SUFFIXES + SPLIT_SUFFIXES)):
             files = [prefix + p for p in sorted(fs.glob(path))]
-            return _checked(ClipSource(uri, "split" if fmt == "split" else "manifest", cfg, files=files), uri, "manifests")
-        return ClipSource(prefix + root, "listing", cfg, pattern=path)
+            return _checked(Detected(uri, "split" if fmt == "split" else "manifest", files=files), uri, "manifests")
+        return Detected(prefix + root, "listing", pattern=path)
 
     kind = _kind(fs, path)
     if kind is None:
@@ -164,18 +132,18 @@ def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
 
     # a folder
     if fmt == "webdataset":
-        return _checked(ClipSource(uri, "webdataset", cfg, files=walk.files_with(fs, path, uri, SHARD_SUFFIXES)),
+        return _checked(Detected(uri, "webdataset", files=walk.files_with(fs, path, uri, SHARD_SUFFIXES)),
                         uri, "tar shards")
     if fmt in ("manifest", "split"):
         suffixes = MANIFEST_SUFFIXES if fmt == "manifest" else SPLIT_SUFFIXES + (".csv",)
-        return _checked(ClipSource(uri, fmt, cfg, files=walk.files_with(fs, path, uri, suffixes)), uri, f"{fmt} files")
+        return _checked(Detected(uri, fmt, files=walk.files_with(fs, path, uri, suffixes)), uri, f"{fmt} files")
     peek = list(itertools.islice(walk.iter_files(fs, path), PEEK_ITEMS))
     complete = len(peek) < PEEK_ITEMS
     has = {k: any(has_suffix(p, s) for p in peek) for k, s in
            (("video", VIDEO_SUFFIXES), ("image", IMAGE_SUFFIXES), ("shard", SHARD_SUFFIXES),
             ("manifest", MANIFEST_SUFFIXES + SPLIT_SUFFIXES))}
     if fmt == "auto" and has["shard"] and not has["video"] and not has["image"]:
-        return _checked(ClipSource(uri, "webdataset", cfg, files=walk.files_with(fs, path, uri, SHARD_SUFFIXES)),
+        return _checked(Detected(uri, "webdataset", files=walk.files_with(fs, path, uri, SHARD_SUFFIXES)),
                         uri, "tar shards")
     want = {"auto": ("video", "image"), "videos": ("video",), "frames": ("image",)}[fmt]
     if complete and not peek and storage.bucket(uri):
@@ -186,23 +154,23 @@ def _plan(fs, path: str, uri: str, cfg) -> ClipSource:
         frames = f"no frame folders found (folders of {', '.join(IMAGE_SUFFIXES)} images)"
         what = {"auto": f"{videos} and {frames}", "videos": videos, "frames": frames}[fmt]
         raise SourceError(f"{uri}: {what}{hint}")
-    return ClipSource(uri, "listing", cfg)
+    return Detected(uri, "listing")
 
 
-def _plan_file(fs, path: str, uri: str, cfg, fmt: str) -> ClipSource:
+def _plan_file(fs, path: str, uri: str, cfg, fmt: str) -> Detected:
     if fmt == "webdataset" or (fmt == "auto" and has_suffix(path, SHARD_SUFFIXES)):
-        return ClipSource(uri, "webdataset", cfg, files=[uri])
+        return Detected(uri, "webdataset", files=[uri])
     if fmt in ("auto", "videos") and has_suffix(path, VIDEO_SUFFIXES):
         table = pa.Table.from_pylist([rows.ok(rows.clip_id_for(uri), uri)], schema=rows.SOURCE)
-        return ClipSource(uri, "table", cfg, table=table)
+        return Detected(uri, "table", table=table)
     if fmt == "split" or (fmt == "auto" and has_suffix(path, SPLIT_SUFFIXES)):
-        return ClipSource(uri, "split", cfg, files=[uri])
+        return Detected(uri, "split", files=[uri])
     if fmt in ("auto", "manifest") and has_suffix(path, MANIFEST_SUFFIXES):
         kind = manifests.manifest_kind(fs, path)
         if kind == "split" and fmt == "auto":
-            return ClipSource(uri, "split", cfg, files=[uri])
+            return Detected(uri, "split", files=[uri])
         manifests.check_header(fs, path, uri, kind)
-        return ClipSource(uri, "manifest", cfg, files=[uri])
+        return Detected(uri, "manifest", files=[uri])
     raise SourceError(
         f"{uri}: not a video, manifest ({', '.join(MANIFEST_SUFFIXES)}), split file (.txt) or tar shard "
         f"for input.format={fmt}; set input.format (auto, videos, manifest, split, frames, webdataset)"

@@ -1,6 +1,6 @@
 """Manifests (csv, jsonl, parquet) and split files (DFEW / FERV39k / MAFW): one reader,
 used by `run` (in Ray read tasks), and by `eval`, `diagnose` and `finetune` (in process,
-`detect.read_manifest`), with the same rules everywhere:
+`source.read_manifest`), with the same rules everywhere:
 
 - relative uris resolve against `input.root`, else the manifest's own folder;
 - a manifest's `clip_id` column wins; otherwise the id is the uri's path under that

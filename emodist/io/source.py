@@ -1,5 +1,5 @@
-"""An input as the pipeline reads it: `ClipSource`, what the driver decided about it
-(detect.py), and its rows, read in Ray read tasks, one per listing, manifest or shard,
+"""An input as the pipeline reads it: `open_source` gives a `ClipSource`, what the driver
+decided about it (detect.py), and its rows, read in Ray read tasks, one per listing, manifest or shard,
 in parallel across files; or in this process for small inputs and tests (`rows()`).
 
 Every read task yields blocks of one decode batch, so that all decode actors get work
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from emodist import schema as col
 from emodist import storage
-from emodist.io import manifests, rows, shards, walk
+from emodist.io import detect, manifests, rows, shards, walk
 from emodist.output import carry, keys, ledger
 from emodist.output.ledger import Ledger
 from emodist.storage import SourceError, scrub
@@ -143,6 +143,57 @@ class ClipSource:
         ref of the sorted keys of clips already finished, skipped in the read tasks."""
         return dataset_of(self.row_generators(), self.cfg, done_ref, check_local=self.format in ("manifest", "split"),
                           ahead=self.format != "webdataset")
+
+
+def open_source(input_uri: str, cfg=None) -> ClipSource:
+    """The input at `input_uri`, checked readable, its format decided (detect.py) and
+    refused when it holds no clip; cheap: no listing beyond one page. Raises SourceError /
+    StorageError."""
+    if cfg is None:
+        from emodist.config import Config
+
+        cfg = Config()
+    storage.refuse_userinfo(input_uri, "input")
+    try:
+        d = detect.plan(input_uri, cfg)
+        source = ClipSource(d.uri, d.format, cfg, files=d.files, pattern=d.pattern, table=d.table)
+        if source.is_empty():
+            raise SourceError(detect.no_clips(input_uri, source))
+        return source
+    except SourceError:
+        raise
+    except (ImportError, ValueError) as exc:
+        raise SourceError(f"{input_uri}: cannot open: {scrub(str(exc))}") from None
+    except Exception as exc:  # noqa: BLE001 - storage errors get a clear message
+        raise storage.explain(exc, input_uri, "reading") from None
+
+
+def list_clips(input_uri: str, cfg=None) -> pa.Table:
+    """The clips of any supported input as (clip_id, uri, ref_label), in this process
+    (small inputs). A row that fails to list raises SourceError; the pipeline instead
+    streams the input through Ray (`open_source(...).dataset()`) and keeps going."""
+    source = open_source(input_uri, cfg)
+    out = []
+    for r in source.rows():
+        if r["error_stage"]:
+            raise SourceError(r["error_message"].removeprefix(f"{rows.LIST_STAGE}: "))
+        out.append({k: r[k] for k in rows.CLIPS.names})
+    if not out:
+        raise SourceError(f"{input_uri}: no clips found")
+    return pa.Table.from_pylist(out, schema=rows.CLIPS)
+
+
+def read_manifest(uri: str, cfg=None) -> tuple[pa.Table, list[dict]]:
+    """A manifest or split file in this process, read as `run` reads it: (clip_id, uri,
+    ref_label) of the rows that parse, and the failure rows of those that do not."""
+    source = open_source(uri, cfg)
+    if source.format not in ("manifest", "split"):
+        raise SourceError(f"{uri}: not a manifest or split file ({source.format}); pass a .csv, "
+                          ".parquet, .jsonl manifest or a .txt split file")
+    good, bad = [], []
+    for r in source.rows():
+        (bad if r[col.ERROR_STAGE] else good).append(r)
+    return pa.Table.from_pylist([{k: r[k] for k in rows.CLIPS.names} for r in good], schema=rows.CLIPS), bad
 
 
 def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> list[str]:

@@ -203,7 +203,7 @@ def retry_dataset(aside: list[str], cfg, done_ref):
     or among the set-aside ones, skipped)."""
     import ray
 
-    from emodist.io.detect import open_source
+    from emodist.io.source import open_source
     from emodist.io.source import dataset_of
 
     generators = [(partial(_aside_rows, u, cfg), u) for u in aside]

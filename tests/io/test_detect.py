@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from emodist.config import load_config
-from emodist.io.detect import list_clips, open_source
+from emodist.io.source import list_clips, open_source
 from emodist.storage import SourceError
 
 
@@ -43,7 +43,7 @@ def test_the_driver_reads_one_page_of_a_large_folder_not_the_listing(tmp_path, m
             yield p
 
     monkeypatch.setattr(walk, "iter_files", counting)
-    src = detect.open_source(str(tmp_path))
+    src = open_source(str(tmp_path))
     assert src.format == "listing"
     assert len(consumed) <= detect.PEEK_ITEMS
     consumed.clear()
@@ -55,12 +55,11 @@ def test_the_driver_reads_one_page_of_a_large_folder_not_the_listing(tmp_path, m
 
 
 def test_a_manifest_is_counted_with_its_bad_lines_and_object_storage_is_not_listed_twice(tmp_path):
-    from emodist.io import detect
     from emodist.io.source import ClipSource
 
     m = tmp_path / "m.csv"
     m.write_text("uri,label\na.mp4,happy\nb.mp4,sad,extra\n\nc.mp4,sad\n")
-    assert detect.open_source(str(m)).count() == 3  # a line that does not parse is a failure row, counted
+    assert open_source(str(m)).count() == 3  # a line that does not parse is a failure row, counted
     remote = ClipSource("s3://bucket/m.csv", "manifest", load_config(), files=["s3://bucket/m.csv"])
     assert remote.count() is None  # refused before any request (no such bucket is reachable here)
 

@@ -8,8 +8,8 @@ import pytest
 
 from emodist import schema as col
 from emodist.config import load_config
-from emodist.io.detect import list_clips, open_source
-from emodist.io.detect import read_manifest
+from emodist.io.source import list_clips, open_source
+from emodist.io.source import read_manifest
 from emodist.storage import SourceError
 
 

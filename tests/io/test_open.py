@@ -8,7 +8,7 @@ import pytest
 
 from emodist import schema as col
 from emodist.config import load_config
-from emodist.io.detect import list_clips
+from emodist.io.source import list_clips
 from emodist.stages.decode import DecodeStage
 from tests.conftest import stage_rows
 

@@ -10,7 +10,7 @@ from emodist import schema as col
 from emodist.config import load_config
 from emodist.decoders import decode
 from emodist.decoders.pyav import decode_clip
-from emodist.io.detect import open_source
+from emodist.io.source import open_source
 from emodist.io.shards import iter_shard
 
 

@@ -11,7 +11,7 @@ import pytest
 from emodist import schema as col
 from emodist.config import load_config
 from emodist.io import rows
-from emodist.io.detect import open_source
+from emodist.io.source import open_source
 from emodist.io.source import read_blocks
 from emodist.output import carry, keys
 

@@ -2,7 +2,7 @@
 from tests.conftest_s3 import solid_frames
 
 from emodist.config import load_config
-from emodist.io.detect import list_clips, open_source
+from emodist.io.source import list_clips, open_source
 from emodist.io.rows import clip_id_for
 
 
