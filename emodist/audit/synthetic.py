@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emodist import schema as col
-from emodist.output.folder import PREDICTIONS
+from emodist.config import Config
+from emodist.output.folder import PREDICTIONS, RunFolder
 
 
 @dataclass
@@ -52,7 +53,7 @@ def write_predictions(folder: Path, case: Case, labels: tuple[str, ...], *, part
     idx = np.arange(len(case.ids))[rows or slice(None)]
     L = len(labels)
     written = []
-    start = len(list(out.glob("part-*.parquet")))
+    start = len(RunFolder(str(folder), Config()).parts())  # parts already there: numbering goes on
     for k, lo in enumerate(range(0, len(idx), part_rows)):
         sel = idx[lo: lo + part_rows]
         n = len(sel)
