@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, help="Output folder; s3:// works.")
     ap.add_argument("--set", action="append", default=[], help="Override a config key (key=value).")
     ap.add_argument("--descriptions-from", default=None, help="An earlier run's output to take descriptions from.")
+    ap.add_argument("--config-hash", default=None,
+                    help="With --descriptions-from: the rows of this config_hash (an output with two configs).")
     args = ap.parse_args(argv)
     try:
         summary = finetune(load_config(args.config, args.set), args.train, args.output,
-                           descriptions_from=args.descriptions_from)
+                           descriptions_from=args.descriptions_from, config_hash=args.config_hash)
     except (ConfigError, SourceError) as exc:
         print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_NOT_STARTED
