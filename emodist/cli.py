@@ -342,7 +342,8 @@ def finetune(
     drawn by finetune.strategy; checkpoints each epoch under OUTPUT/train, metrics per
     epoch in OUTPUT/metrics.jsonl, the adapter in OUTPUT/adapter (use it with --set
     labeler.adapter=OUTPUT/adapter). The same command again resumes from the last
-    checkpoint. Exit status: 0 trained; 2 could not start (config, manifest, labels)."""
+    checkpoint. Exit status: 0 trained; 1 stopped (the workers failed more than
+    finetune.max_failures times); 2 could not start (config, manifest, labels)."""
     from emodist.config import ConfigError, load_config
     from emodist.storage import SourceError
 
@@ -351,11 +352,14 @@ def finetune(
     except ConfigError as exc:
         _fail(str(exc))
     from emodist.finetune.job import finetune as run_finetune
+    from emodist.pipeline import RunStopped
 
     try:
         s = run_finetune(cfg, train, output, descriptions_from=descriptions_from, config_hash=config_hash)
     except (SourceError, ConfigError) as exc:
         _fail(str(exc), EXIT_NOT_STARTED)
+    except RunStopped as exc:  # e.g. more training failures than finetune.max_failures
+        _fail(str(exc), EXIT_STOPPED)
     resumed = f"; resumed after epoch {s.resumed_from_epoch}" if s.resumed_from_epoch is not None else ""
     typer.echo(f"trained {s.epochs} epochs ({s.steps} steps) on {s.examples} clips in {s.seconds:.1f} s{resumed}; "
                f"final loss {s.final_loss:.4f}" if s.final_loss is not None else "no epoch trained")

@@ -249,6 +249,8 @@ class FinetuneConfig(_Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel; one model copy each).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per training worker.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: train on CPU).")
+    resources_per_worker: dict[str, float] = Field({}, description="Custom Ray resources per training worker besides CPU and GPU, e.g. {trainer: 1} to keep training on the nodes started with `ray start --resources='{\"trainer\": 1}'`.")
+    max_failures: int = Field(3, ge=-1, description="Times Ray Train restarts the training workers after they fail (a node lost, a worker killed) before the finetune stops; each restart resumes from the last epoch's checkpoint and waits for a node with room. -1: no limit; 0: stop at the first failure.")
 
 
 class Config(_Strict):

@@ -23,13 +23,13 @@ POLL_S = 2.0
 SAY_WAITING_S = 4.0  # actors restarting for longer wait for room (a restart on a node with room takes ~1-3 s)
 
 
-def _alive() -> dict[str, dict]:
+def alive_nodes() -> dict[str, dict]:
     import ray
 
     return {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
 
 
-def _describe(node: dict) -> str:
+def describe(node: dict) -> str:
     res = node.get("Resources") or {}
     shape = f"{res.get('CPU', 0):g} CPU" + (f"/{res['GPU']:g} GPU" if res.get("GPU") else "")
     return f"{node.get('NodeManagerAddress', '?')}:{node.get('NodeManagerPort', '?')} ({shape})"
@@ -45,7 +45,7 @@ class Watch:
 
         self.wait_s = wait_s
         self.job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
-        self.seen = _alive()
+        self.seen = alive_nodes()
         self.lost: dict[str, dict] = {}
         self.gave_up = ""
         self._stop = threading.Event()
@@ -65,7 +65,7 @@ class Watch:
         waiting_since = None
         while not self._stop.wait(POLL_S):
             try:
-                alive = _alive()
+                alive = alive_nodes()
                 waiting = self._waiting_actors() if self.lost else 0
             except Exception as err:  # noqa: BLE001 - the GCS busy or going: ask again
                 log.debug("node poll failed: %s", err)
@@ -74,7 +74,7 @@ class Watch:
                 if nid not in alive and nid not in self.lost:
                     self.lost[nid] = node
                     log.warning("a Ray node was lost mid-run: %s; its stage actors restart on the other nodes and "
-                                "its batches are retried (no clip gets a second row)", _describe(node))
+                                "its batches are retried (no clip gets a second row)", describe(node))
             self.seen.update(alive)
             if not waiting:
                 waiting_since = None
@@ -109,13 +109,13 @@ class Watch:
         """The nodes lost, the stage actors restarted and the batches retried, into the
         summary and one console line."""
         self.stop()
-        alive = _alive()
+        alive = alive_nodes()
         for nid, node in self.seen.items():
             if nid not in alive and nid not in self.lost:
                 self.lost[nid] = node
         if not self.lost:
             return
-        summary.nodes_lost = [{"node_id": nid, "address": _describe(n).split(" ")[0],
+        summary.nodes_lost = [{"node_id": nid, "address": describe(n).split(" ")[0],
                                "cpus": (n.get("Resources") or {}).get("CPU", 0),
                                "gpus": (n.get("Resources") or {}).get("GPU", 0)} for nid, n in self.lost.items()]
         try:
@@ -128,7 +128,7 @@ class Watch:
         retried = (f"{sum(summary.batches_retried.values())} batch(es) retried (up to {summary.rows_retried} clips' "
                    "stage work done again)" if summary.batches_retried else "the retried batches unknown (no dashboard)")
         log.warning("%d node(s) lost mid-run (%s): %d stage actor restart(s), %s; every clip still has one row",
-                    len(self.lost), ", ".join(_describe(n) for n in self.lost.values()), summary.actor_restarts, retried)
+                    len(self.lost), ", ".join(describe(n) for n in self.lost.values()), summary.actor_restarts, retried)
 
     def _retried(self) -> dict[str, int]:
         """Task attempts after the first, by stage (Ray's task events, read through the

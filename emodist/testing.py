@@ -13,7 +13,8 @@ kinds:
 - "raise": the model call for one clip raises a plain error (a per-clip failure row);
 - "engine_dead": the engine raises EngineDead mid-batch (a fatal error: the actor
   exits and restarts; no clip may be marked failed for it).
-`after`: batches (exit) or model calls (raise, engine_dead) the stage handles first.
+`after`: batches (exit) or model calls (raise, engine_dead) the stage handles first;
+for stage "train" (a Ray Train worker that dies), the optimizer steps it takes first.
 """
 from __future__ import annotations
 

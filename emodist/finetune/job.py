@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from emodist import preflight, sampling, storage
+from emodist import nodes, preflight, sampling, storage
 from emodist.config import Config, ConfigError
 from emodist.finetune import examples as ex
-from emodist.finetune import train
+from emodist.finetune import restarts, train
 from emodist.output.folder import RunFolder
 from emodist.output.lease import Lease
 from emodist.models.prompts import PROMPT_VERSION
@@ -47,6 +47,10 @@ class FinetuneSummary:
     steps: int = 0
     final_loss: float | None = None
     resumed_from_epoch: int | None = None
+    # Ray Train's restarts of the training workers in this run (restarts.py): each with the
+    # epoch and step it resumed from (epoch None: from the beginning) and the nodes lost before it
+    restarts: list[dict] = field(default_factory=list)
+    nodes_lost: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -131,7 +135,7 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
         counts = np.bincount(examples.classes, minlength=len(cfg.label_names))
         summary.examples, summary.left_out = len(examples.clip_ids), len(examples.left_out)
         summary.class_counts = {n: int(c) for n, c in zip(cfg.label_names, counts)}
-        result = _fit(cfg, examples, samples, output_uri)
+        result = _fit(cfg, examples, samples, output_uri, summary)
         lines = read_metrics(output_uri, cfg)  # every epoch's line, also those of runs before a kill
         last = lines[-1] if lines else {}
         summary.epochs, summary.steps = last.get("epoch", -1) + 1, last.get("step", 0)
@@ -144,13 +148,14 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
     return summary
 
 
-def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_uri: str):
+def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_uri: str, summary: FinetuneSummary):
     import ray.train
     from ray.train.torch import TorchTrainer
 
     ft = cfg.finetune
     fs, root = storage.filesystem(output_uri, cfg)
-    resources = {"CPU": ft.cpus_per_worker, **({"GPU": ft.gpus_per_worker} if ft.gpus_per_worker else {})}
+    resources = {**ft.resources_per_worker, "CPU": ft.cpus_per_worker,
+                 **({"GPU": ft.gpus_per_worker} if ft.gpus_per_worker else {})}
     # emodist's own local Ray has no dashboard, hence no state API, and Ray Train's
     # placement-group cleaner then warns about it every second: errors only there.
     local = not (cfg.run.ray_address or os.environ.get("RAY_ADDRESS"))
@@ -164,10 +169,29 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
         run_config=ray.train.RunConfig(name="train", storage_path=root,
                                        storage_filesystem=storage.pyarrow_filesystem(fs),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       # a lost node or worker: the workers start again on a node with
+                                       # room and train_loop resumes from the last checkpoint
+                                       failure_config=ray.train.FailureConfig(max_failures=ft.max_failures),
                                        logging_config=ray.train.LoggingConfig(log_level="ERROR" if local else "WARNING")),
         datasets=epoch_datasets(examples, samples, cfg),
     )
-    return trainer.fit()
+    watch = restarts.Watch(output_uri, cfg)
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        from emodist.pipeline import RunStopped
+
+        done = read_metrics(output_uri, cfg)
+        resume = f"resume after epoch {done[-1]['epoch']}" if done else "start again (no checkpoint yet)"
+        why = storage.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise RunStopped(f"training stopped: its workers failed more than finetune.max_failures={ft.max_failures} "
+                         f"time(s) ({why}; Ray's log has the rest); the checkpoints are kept: the same command "
+                         f"will {resume}, or raise finetune.max_failures") from None
+    finally:
+        watch.stop()
+        summary.restarts = watch.restarts
+        summary.nodes_lost = [{"node_id": nid, "address": nodes.describe(n).split(" ")[0]}
+                              for nid, n in watch.lost.items()]
 
 
 def read_metrics(output_uri: str, cfg: Config) -> list[dict]:

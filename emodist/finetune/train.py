@@ -14,7 +14,8 @@ where the device has it (finetune.dtype); benchmarks/finetune_memory.py models w
 7B VLM needs at these settings.
 
 Each epoch ends with a checkpoint (weights, optimizer, epoch and step) and a line in
-OUT/metrics.jsonl; a restarted run continues from the last checkpoint.
+OUT/metrics.jsonl; a restarted run (the same command again, or Ray Train's restart after
+a lost node: restarts.py) continues from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ import time
 
 import numpy as np
 
-from emodist import storage
+from emodist import storage, testing
 from emodist.config import Config
 from emodist.finetune import examples as ex
+from emodist.finetune import restarts
 
 STATE = "state.json"
 OPTIMIZER = "optimizer.pt"
@@ -213,6 +215,8 @@ def train_loop(config: dict) -> None:
     else:
         model, processor = load_model(cfg, device)
         optim_state = None
+    if rank == 0:  # a start after the first in one fit is a restart by Ray Train (restarts.Watch says it)
+        restarts.record_start(config["output"], cfg, start, step)
     tokenizer = getattr(processor, "tokenizer", processor)
     letter_ids = PermutationScorer(tokenizer, names).letter_ids
     params = [p for p in model.parameters() if p.requires_grad]
@@ -238,6 +242,7 @@ def train_loop(config: dict) -> None:
                                      synced=world > 1)
             optimizer.step()
             step += 1
+            testing.fault("train", "exit", step)  # tests: a training worker that dies (EMODIST_FAULTS only)
             seen += len(rows)
             correct += right
             loss_sum += loss * len(rows)
@@ -254,5 +259,9 @@ def train_loop(config: dict) -> None:
                 _save(model, processor, optimizer, {"epoch": epoch, "step": step}, d, cfg)
                 report = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=report)
-        if rank == 0:  # after the checkpoint: a line in metrics.jsonl is an epoch that can be resumed from
+        if rank == 0:
+            # report() returns once the checkpoint is uploaded, before Ray Train's controller has
+            # registered it: a node lost in between would restart from the checkpoint before. Wait
+            # for it, so that a line in metrics.jsonl is an epoch a restart resumes from.
+            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
             write_metrics(config["output"], cfg, metrics)
