@@ -71,7 +71,7 @@ def engine_core_cpu_s() -> float:
 def run_side(backend: str, clips_dir: Path, n_clips: int, batch_size: int, in_flight: int, size: int) -> dict:
     from emodist import schema as col
     from emodist.config import load_config
-    from emodist.stages.model import DescribeLabelStage
+    from emodist.stages.describe_label import DescribeLabelStage
 
     model = "builtin:tiny-qwen2.5-vl"
     cfg = load_config(None, [

@@ -71,7 +71,7 @@ class StagesAlone:
 
         from emodist.stages.decode import DecodeStage
         from emodist.models.engine import run_sync
-        from emodist.stages.model import DescribeLabelStage
+        from emodist.stages.describe_label import DescribeLabelStage
 
         self.n = len(paths)
         self.decode = DecodeStage(cfg)
@@ -228,7 +228,7 @@ def run(res: Results, folder: Path, warm_folder: Path | None, set_name: str, rep
     if fresh_ray:
         common.restart_ray(res.meta["ray_cpus"])  # fresh workers: memory from earlier sections does not count
     imp = common.fresh_import_s(
-        "import emodist.stages.model, emodist.models.hf_engine, torch, transformers; "
+        "import emodist.stages.describe_label, emodist.models.hf_engine, torch, transformers; "
         "from transformers import AutoModelForImageTextToText, AutoProcessor", 1)
 
     if warm_folder is not None:

@@ -273,7 +273,7 @@ def _config(work: Workload):
 
 def run_new(gpu: GpuModel, work: Workload, frontend_ms: float, scale: float) -> dict:
     from emodist.models.registry import Models, engine_key
-    from emodist.stages.model import DescribeLabelStage
+    from emodist.stages.describe_label import DescribeLabelStage
 
     cfg = _config(work)
     sim = ModelledEngine(gpu, work, frontend_ms, scale)

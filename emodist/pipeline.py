@@ -30,7 +30,7 @@ from emodist.stages.decode import DecodeStage
 from emodist.stages.describe import DescribeStage
 from emodist.stages.face import FaceStage
 from emodist.stages.label import LabelStage
-from emodist.stages.model import DescribeLabelStage
+from emodist.stages.describe_label import DescribeLabelStage
 
 log = logging.getLogger(__name__)
 STAGES = col.TIMED_STAGES

@@ -12,12 +12,13 @@ actor and retries its batches; outside Ray it is raised.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -188,3 +189,27 @@ class AsyncStage(_Checked):
             return False
         finally:
             coro.close()  # never awaited when the fault fired first
+
+
+class Step(Protocol):
+    """One model step on a batch, clip by clip (describe.Describing, label.Labeling): the
+    same steps run alone in a pool (StepStage) or chained per clip (DescribeLabelStage)."""
+
+    def start(self, batch: Batch) -> Any: ...
+
+    async def clip(self, batch: Batch, i: int, out: Any) -> None: ...
+
+    def finish(self, batch: Batch, out: Any) -> Batch: ...
+
+
+class StepStage(AsyncStage):
+    """A model stage that runs one Step in a pool of its own: every clip of the batch at
+    once, a clip's error failing only that clip."""
+
+    step: Step
+
+    async def process(self, batch: Batch, rows: np.ndarray) -> Batch:
+        out = self.step.start(batch)
+        await asyncio.gather(*(self.guard(batch, int(i), self.name, self.step.clip(batch, int(i), out))
+                               for i in rows))
+        return self.step.finish(batch, out)

@@ -13,7 +13,7 @@ from emodist import schema as col
 from emodist.config import Config
 from emodist.models.base import Describer, Gap
 from emodist.plan import KEYFRAME
-from emodist.stages.base import AsyncStage, Batch, object_column, set_torch_threads
+from emodist.stages.base import Batch, StepStage, object_column, set_torch_threads
 
 REQUIRED = {col.CLIP_ID: "str", col.URI: "str", col.FRAMES: "uint8 (N,H,W,3)",
             col.FRAME_TS: "float64 (N,)", col.FRAME_GAP: "int32 (N,)"}
@@ -116,7 +116,7 @@ class Describing:
         return batch
 
 
-class DescribeStage(AsyncStage):
+class DescribeStage(StepStage):
     """The describe step in a pool of its own (describer and labeler on different models)."""
 
     name = "describe"
@@ -130,9 +130,3 @@ class DescribeStage(AsyncStage):
             describer, _ = build_models(cfg, roles=("describer",))
         self.step = Describing(cfg, describer, keep_all_frames)
         self.describer = describer
-
-    async def process(self, batch: Batch, rows: np.ndarray) -> Batch:
-        out = self.step.start(batch)
-        await asyncio.gather(*(self.guard(batch, int(i), self.name, self.step.clip(batch, int(i), out))
-                               for i in rows))
-        return self.step.finish(batch, out)

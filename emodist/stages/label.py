@@ -13,7 +13,7 @@ from emodist.config import Config
 from emodist.models.base import ClipInput, Labeler
 from emodist.models.scoring import parse_answer
 from emodist.plan import KEYFRAME
-from emodist.stages.base import AsyncStage, Batch, object_column, set_torch_threads
+from emodist.stages.base import Batch, StepStage, object_column, set_torch_threads
 from emodist.stages.describe import REQUIRED, face_mask
 
 DROP = (col.FRAMES, col.FRAME_TS, col.FRAME_GAP, col.FACE_FOUND)
@@ -83,7 +83,7 @@ class Labeling:
         return batch
 
 
-class LabelStage(AsyncStage):
+class LabelStage(StepStage):
     """The label step in a pool of its own (after a separate describe pool)."""
 
     name = "label"
@@ -97,12 +97,6 @@ class LabelStage(AsyncStage):
             _, labeler = build_models(cfg, roles=("labeler",))
         self.step = Labeling(cfg, labeler)
         self.labeler = labeler
-
-    async def process(self, batch: Batch, rows: np.ndarray) -> Batch:
-        out = self.step.start(batch)
-        await asyncio.gather(*(self.guard(batch, int(i), self.name, self.step.clip(batch, int(i), out))
-                               for i in rows))
-        return self.step.finish(batch, out)
 
 
 class _RowDebias:

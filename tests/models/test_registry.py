@@ -6,7 +6,7 @@ import pytest
 
 from emodist.config import load_config
 from emodist.models import hf_engine, vllm_engine
-from emodist.stages.model import DescribeLabelStage
+from emodist.stages.describe_label import DescribeLabelStage
 
 ROOT = Path(__file__).resolve().parents[2]
 

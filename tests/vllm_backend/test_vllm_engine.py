@@ -333,7 +333,7 @@ def test_the_cluster_config_builds_one_real_engine_per_actor(tiny_lm, monkeypatc
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from emodist.config import load_config
-    from emodist.stages.model import DescribeLabelStage
+    from emodist.stages.describe_label import DescribeLabelStage
 
     built = []
     real = AsyncLLM.from_engine_args.__func__

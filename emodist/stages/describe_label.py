@@ -1,4 +1,4 @@
-"""The model stage: describe and label in one actor, clip by clip (`run.share_model`).
+"""The describe-and-label stage: both MSCE model steps in one actor, clip by clip (`run.share_model`).
 
 One engine serves both MSCE stages when they use the same model (registry.build_models),
 and each clip goes on to labeling as soon as its own gaps are described, not after the
