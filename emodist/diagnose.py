@@ -62,29 +62,26 @@ def diagnose(cfg: Config, manifest_uri: str, out_dir: str, *, rates_fps: tuple[f
 
 
 def _plots(results: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend switched
 
     base = [r for r in results if r["rate_fps"] is None]
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
     ax.bar([r["variant"] for r in base], [r["macro_f1"] for r in base], color=["#4477aa", "#cc6677"][: len(base)])
     ax.set_ylabel("macro-F1")
     ax.set_title("frame-order shuffle")
     fig.tight_layout()
     fig.savefig(out / "shuffle.png", dpi=120)
-    plt.close(fig)
     sweep = sorted((r for r in results if r["rate_fps"] is not None), key=lambda r: r["rate_fps"])
     if sweep:
-        fig, ax = plt.subplots(figsize=(4, 3))
+        fig = Figure(figsize=(4, 3))
+        ax = fig.subplots()
         ax.plot([r["rate_fps"] for r in sweep], [r["macro_f1"] for r in sweep], "o-")
         ax.set_xlabel("in-between frames per second")
         ax.set_ylabel("macro-F1")
         ax.set_title("sampling-rate sweep (MSCE)")
         fig.tight_layout()
         fig.savefig(out / "rate_sweep.png", dpi=120)
-        plt.close(fig)
 
 
 def _markdown(report: dict, out: Path) -> None:

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from emodist import nodes, placement, preflight, storage
+from emodist import nodes, placement, preflight, ray_settings, storage
 from emodist import schema as col
 from emodist.config import Config, ModelConfig, StageResources
 from emodist.io.source import open_source
@@ -99,16 +99,7 @@ def init_ray(cfg: Config) -> None:
                      logging_level=logging.WARNING, _node_ip_address="127.0.0.1", log_to_driver=False)
         finally:
             auth.setLevel(before)
-    # Our own progress bar and summary replace Ray Data's per-operator bars and logs.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # Ray Data says "Progress bars disabled ..." once per run at WARNING: that is our choice, not news.
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    # Ray Data logs a failed run's whole stack before raising it; the run reports it once
-    # (actor_failure: one line, the stack in a log file).
-    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)
-    logging.getLogger("ray.data._internal.execution.operators.actor_pool_map_operator").setLevel(logging.CRITICAL)
-    _first_lines_of_raylet_errors()
+    # Ray Data's progress bars and loggers are quieted per run (ray_settings.scoped), not here.
     _spend_constructor_args_line()
 
 
@@ -141,27 +132,6 @@ def _spend_constructor_args_line() -> None:
         os.close(saved)
         os.close(devnull)
     ray.kill(actor, no_restart=True)
-
-
-def _first_lines_of_raylet_errors() -> None:
-    """Ray prints the errors its raylet publishes (a task retried on an actor that died in
-    its constructor: its whole stack, ~100 lines) whatever log_to_driver says; keep each
-    one's first line, without the stack (the run's own line names the log file that has
-    it). Ray keeps no setting for this: its printer is wrapped, once per process."""
-    import ray._private.worker as worker
-
-    printer = getattr(worker, "print_to_stdstream", None)
-    if printer is None or getattr(printer, "_emodist", False):
-        return
-
-    def first_lines(data, ignore_prefix: bool):
-        if data.get("pid") == "raylet":
-            data = {**data, "lines": [str(line).split(" Error: Traceback", 1)[0].split("\n", 1)[0]
-                                      for line in data.get("lines", [])]}
-        return printer(data, ignore_prefix)
-
-    first_lines._emodist = True
-    worker.print_to_stdstream = first_lines
 
 
 def _stage(ds, stage_cls, res: StageResources, max_restarts: int | None = None, **kwargs):
@@ -248,7 +218,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
-    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops(), _readable_when_stopped(output_uri, cfg, run_id):
+    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops(), _readable_when_stopped(output_uri, cfg, run_id), \
+            ray_settings.scoped() as data_context:
         try:
             init_ray(cfg)
         except SystemExit as exc:  # Ray's own SIGTERM handler while it starts: sys.exit(15)
@@ -256,12 +227,10 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
                 raise _terminated() from None
             raise
         _stop_on_sigterm()  # again: Ray's start put its own handler (a native stack, then abort) in place
-        import ray
-
         cfg = placement.start(cfg)  # settled for the most the cluster can grow to; waits for its nodes
-        if cfg.run.object_store_mb:
-            limits = ray.data.DataContext.get_current().execution_options.resource_limits
-            ray.data.DataContext.get_current().execution_options.resource_limits = limits.copy(
+        if cfg.run.object_store_mb:  # on the run's own context: its datasets copy it when they read
+            limits = data_context.execution_options.resource_limits
+            data_context.execution_options.resource_limits = limits.copy(
                 object_store_memory=cfg.run.object_store_mb * 2**20)
         if source is not None:
             source.check_ids()

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from emodist import nodes, preflight, sampling, storage
+from emodist import nodes, preflight, ray_settings, sampling, storage
 from emodist.config import Config, ConfigError
 from emodist.finetune import examples as ex
 from emodist.finetune import restarts, train
@@ -123,7 +123,8 @@ def finetune(cfg: Config, train_uri: str, output_uri: str, *, descriptions_from:
     summary = FinetuneSummary(output=storage.scrub(output_uri))
     check(cfg)
     storage.check_writable(output_uri, cfg)
-    with Lease(output_uri, cfg, uuid.uuid4().hex[:8]):
+    # Ray Data's settings and Ray's log levels for this job only (ray_settings.py)
+    with Lease(output_uri, cfg, uuid.uuid4().hex[:8]), ray_settings.scoped():
         # The sampler's refusals first, by the manifest's labels: before any clip is decoded.
         classes_of = ex.labeled_clips(cfg, train_uri)
         epoch_samples(np.asarray(list(classes_of.values()), np.int64), cfg)

@@ -73,10 +73,28 @@ def platform_for(device: str) -> str:
                else "install the official vllm on a GPU machine")
         raise ValueError(f"device={device!r}, but the installed vLLM runs on {kind}; "
                          f"set device=auto or {fix}")
-    if want == "cuda" and ":" in device and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        # Outside Ray (which sets CUDA_VISIBLE_DEVICES for its actors), pick the GPU.
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+    if want == "cuda" and ":" in device:
+        pick_gpu(device)
     return kind
+
+
+def pick_gpu(device: str) -> None:
+    """'cuda:N' for vLLM, which takes its GPU from CUDA_VISIBLE_DEVICES (it has no device
+    index). Ray sets the variable for the actors it gives GPUs; a Ray actor left without
+    it owns its process and sets it. Anywhere else the environment is the caller's (a
+    notebook, a test, the driver of several runs): it is never written there, so
+    cuda:N with N > 0 is refused with the way to ask for that GPU."""
+    from emodist.devices import ray_gpu_ids
+
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return
+    index = device.split(":", 1)[1]
+    if ray_gpu_ids() is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = index
+    elif index != "0":  # cuda:0 is the first visible GPU already
+        raise ValueError(f"device={device!r} outside a Ray actor: vLLM takes its GPU from CUDA_VISIBLE_DEVICES, "
+                         "which emodist writes only in the Ray actors it starts; set "
+                         f"CUDA_VISIBLE_DEVICES={index} in this process's environment and device=cuda")
 
 
 def qwen_pixel_bounds(height: int, width: int) -> dict:
