@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from emodist.exits import EXIT_ALL_FAILED, EXIT_NOT_STARTED, exit_status  # the statuses of run and finetune
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
     help="Label the emotion in video collections with VLMs, on Ray.",
@@ -47,10 +49,6 @@ def config_(
             value = value[part]
         shown = repr(value) if repr(value) == default else f"{value!r} (default {default})"
         typer.echo(f"{key} = {shown}\n    {description}")
-
-
-# Exit statuses of `emodist run` (and ray_jobs/relabel.py).
-EXIT_OK, EXIT_STOPPED, EXIT_NOT_STARTED, EXIT_ALL_FAILED = 0, 1, 2, 3
 
 
 def _fail(msg: str, code: int = EXIT_NOT_STARTED) -> None:
@@ -97,23 +95,21 @@ def run(
     labeled or some failed; 3 every clip failed; 2 the run could not start (config, input,
     models, or another run holds OUTPUT); 1 the run stopped midway (rerun to resume)."""
     from emodist.config import ConfigError, load_config
-    from emodist.storage import SourceError
 
     try:
         cfg = load_config(config, (set_ or []) + ([f"input.format={input_format}"] if input_format else []))
     except ConfigError as exc:
         _fail(str(exc))
     from emodist.output.folder import FAILURES
-    from emodist.pipeline import RunStopped
     from emodist.pipeline import run as run_pipeline
 
     try:
         summary = run_pipeline(cfg, input, output, progress=not quiet, retry_failures=retry_failures,
                                new_config=new_config)
-    except (SourceError, ConfigError) as exc:
-        _fail(str(exc), EXIT_NOT_STARTED)
-    except RunStopped as exc:
-        _fail(str(exc), EXIT_STOPPED)
+    except Exception as exc:  # refused at start (2) or stopped midway (1); any other error raises
+        if (code := exit_status(exc)) is None:
+            raise
+        _fail(str(exc), code)
     if summary.labeled:  # the table first: the summary line stays on screen below it
         _print_table(output, summary.config_hash)
     typer.echo(
@@ -345,21 +341,19 @@ def finetune(
     checkpoint. Exit status: 0 trained; 1 stopped (the workers failed more than
     finetune.max_failures times); 2 could not start (config, manifest, labels)."""
     from emodist.config import ConfigError, load_config
-    from emodist.storage import SourceError
 
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as exc:
         _fail(str(exc))
     from emodist.finetune.job import finetune as run_finetune
-    from emodist.pipeline import RunStopped
 
     try:
         s = run_finetune(cfg, train, output, descriptions_from=descriptions_from, config_hash=config_hash)
-    except (SourceError, ConfigError) as exc:
-        _fail(str(exc), EXIT_NOT_STARTED)
-    except RunStopped as exc:  # e.g. more training failures than finetune.max_failures
-        _fail(str(exc), EXIT_STOPPED)
+    except Exception as exc:  # refused at start (2) or stopped midway (1, e.g. past finetune.max_failures)
+        if (code := exit_status(exc)) is None:
+            raise
+        _fail(str(exc), code)
     resumed = f"; resumed after epoch {s.resumed_from_epoch}" if s.resumed_from_epoch is not None else ""
     typer.echo(f"trained {s.epochs} epochs ({s.steps} steps) on {s.examples} clips in {s.seconds:.1f} s{resumed}; "
                f"final loss {s.final_loss:.4f}" if s.final_loss is not None else "no epoch trained")

@@ -7,8 +7,9 @@
            --set finetune.strategy=sqrt --set finetune.workers=8 --set finetune.gpus_per_worker=1
 
 Resubmitting the same command resumes from the last epoch's checkpoint. The summary is
-printed as JSON on the last line and written to OUTPUT/summary.json. Exit status: 0
-trained, 2 could not start (config, manifest, labels).
+printed as JSON on the last line and written to OUTPUT/summary.json. Exit status as
+`emodist finetune`: 0 trained, 2 could not start (config, manifest, labels), 1 stopped
+(the workers failed more than finetune.max_failures times; resubmit to resume).
 """
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from dataclasses import asdict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodist.cli import EXIT_NOT_STARTED, EXIT_OK
-    from emodist.config import ConfigError, load_config
+    from emodist.config import load_config
+    from emodist.exits import EXIT_OK, exit_status
     from emodist.finetune.job import finetune
-    from emodist.storage import SourceError, scrub
+    from emodist.storage import scrub
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="YAML config file (labeler, plan, finetune section).")
@@ -36,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = finetune(load_config(args.config, args.set), args.train, args.output,
                            descriptions_from=args.descriptions_from, config_hash=args.config_hash)
-    except (ConfigError, SourceError) as exc:
+    except Exception as exc:  # refused at start (2) or stopped midway (1); any other error raises
+        if (code := exit_status(exc)) is None:
+            raise
         print(f"error: {scrub(str(exc))}", file=sys.stderr)
-        return EXIT_NOT_STARTED
+        return code
     print(json.dumps(asdict(summary)))
     return EXIT_OK
 

@@ -19,10 +19,9 @@ from dataclasses import asdict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emodist.cli import EXIT_ALL_FAILED, EXIT_NOT_STARTED, EXIT_OK, EXIT_STOPPED
-    from emodist.config import ConfigError, load_config
-    from emodist.pipeline import RunStopped, run
-    from emodist.storage import SourceError
+    from emodist.config import load_config
+    from emodist.exits import EXIT_ALL_FAILED, EXIT_OK, exit_status
+    from emodist.pipeline import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="YAML config file (resources, models, plan).")
@@ -33,19 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-config", action="store_true", help="Label again beside rows of another config.")
     args = ap.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as exc:
+        summary = run(load_config(args.config, args.set), args.input, args.output, progress=False,
+                      retry_failures=args.retry_failures, new_config=args.new_config)
+    except Exception as exc:  # refused at start (2) or stopped midway (1); any other error raises
+        if (code := exit_status(exc)) is None:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    try:
-        summary = run(cfg, args.input, args.output, progress=False, retry_failures=args.retry_failures,
-                      new_config=args.new_config)
-    except (ConfigError, SourceError) as exc:  # refused at start: nothing was run
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    except RunStopped as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STOPPED
+        return code
     print(json.dumps(asdict(summary)))
     return EXIT_ALL_FAILED if summary.all_failed else EXIT_OK
 
