@@ -198,36 +198,43 @@ def read_manifest(uri: str, cfg=None) -> tuple[pa.Table, list[dict]]:
 
 def id_conflicts(generators: list[tuple[RowGenerator, str]], limit: int = 5) -> list[str]:
     """Ids that name two different uris across the files, with both lines (at most `limit`)."""
-    seen = Ledger()
-    first: dict[int, str] = {}
-    out: list[str] = []
+    found = _IdConflicts(limit)
     for make_rows, name in generators:
         where = rows.name_of(name)
         chunk: list[dict] = []
-
-        def check(chunk: list[dict]) -> None:
-            good = [r for r in chunk if not r[col.ERROR_STAGE]]
-            if not good:
-                return
-            id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-            verdict = seen.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
-            for k, r in enumerate(good):
-                here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
-                if verdict[k] == ledger.NEW:
-                    if len(first) < 1_000_000:  # where an id was first seen, for the message
-                        first[int(id_h[k])] = here
-                elif verdict[k] == ledger.CONFLICT and len(out) < limit:
-                    out.append(f"{r[col.CLIP_ID]!r} is on {first.get(int(id_h[k]), '?')} and on {here}")
-
         for r in make_rows():
             chunk.append(r)
             if len(chunk) >= _CHUNK:
-                check(chunk)
+                found.check(chunk, where)
                 chunk = []
-        check(chunk)
-        if len(out) >= limit:
+        found.check(chunk, where)
+        if len(found.out) >= limit:
             break
-    return out
+    return found.out
+
+
+class _IdConflicts:
+    """The ids met so far across a manifest's files (the ledger), where each was first
+    met, and the conflicts found."""
+
+    def __init__(self, limit: int):
+        self.ledger, self.limit = Ledger(), limit
+        self.first: dict[int, str] = {}
+        self.out: list[str] = []
+
+    def check(self, chunk: list[dict], where: str) -> None:
+        good = [r for r in chunk if not r[col.ERROR_STAGE]]
+        if not good:
+            return
+        id_h = keys.hashes(r[col.CLIP_ID] for r in good)
+        verdict = self.ledger.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+        for k, r in enumerate(good):
+            here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
+            if verdict[k] == ledger.NEW:
+                if len(self.first) < 1_000_000:  # where an id was first seen, for the message
+                    self.first[int(id_h[k])] = here
+            elif verdict[k] == ledger.CONFLICT and len(self.out) < self.limit:
+                self.out.append(f"{r[col.CLIP_ID]!r} is on {self.first.get(int(id_h[k]), '?')} and on {here}")
 
 
 def dataset_of(generators: list[tuple[RowGenerator, str]], cfg, done_ref=None, check_local: bool = False,

@@ -109,3 +109,15 @@ def test_every_input_format_reaches_ray_in_blocks_of_one_decode_batch(tmp_path, 
     ds = open_source(str(src), load_config(None, ["decode.batch_size=4"])).dataset().materialize()
     blocks = [m.num_rows for bundle in ds.iter_internal_ref_bundles() for m in bundle.metadata]
     assert sum(blocks) == 37 and max(blocks) <= 4, blocks
+
+
+def test_the_id_check_names_both_lines_of_an_id_given_to_two_clips_across_files():
+    from emodist.io.source import id_conflicts
+
+    a = [rows.ok("x", "/v/x.mp4", line=2), rows.ok("y", "/v/y.mp4", line=3), rows.ok("x", "/v/x.mp4", line=4)]
+    b = [rows.ok("y", "/w/y.mp4", line=2), rows.fail("z", "/v/z.mp4", "unparsable")]
+    found = id_conflicts([(lambda: iter(a), "/m/a.csv"), (lambda: iter(b), "/m/b.csv")])
+    # a repeated line is no conflict; the same id for another uri in another file is
+    assert found == ["'y' is on a.csv line 3 (/v/y.mp4) and on b.csv line 2 (/w/y.mp4)"]
+    many = [rows.ok("q", f"/v/q{i}.mp4", line=i) for i in range(1, 20)]
+    assert len(id_conflicts([(lambda: iter(many), "/m/c.csv")], limit=3)) == 3
