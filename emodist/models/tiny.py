@@ -67,8 +67,9 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",  # drop CLS: 16 tokens per image
     )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    with torch.random.fork_rng(devices=[]):  # the seed is this model's, not the process's
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessorPil(
             size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
@@ -111,8 +112,9 @@ def build_tiny_text_lm(out: Path, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # the seed is this model's, not the process's
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
     others = [tokenizer.convert_tokens_to_ids(s + c) for c in prompts.LETTERS[1:] for s in ("", "\u0120")]
     with torch.no_grad():  # residual dimension 0: 1.0 from the embedding, untouched by the layers
         model.model.embed_tokens.weight[:, 0] = 1.0
@@ -245,8 +247,9 @@ def build_tiny_qwen(out_dir: str | Path, vocab_file: str | Path, seed: int = 0) 
                               image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                               vision_end_token_id=151653, tie_word_embeddings=True)
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):  # the seed is this model's, not the process's
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(bos_token_id=151643, pad_token_id=151643,
                                                eos_token_id=[151645, 151643], do_sample=False)
     model.save_pretrained(out)
