@@ -12,14 +12,17 @@ def manifest(path, uris):
     return str(path)
 
 
-def test_rerun_skips_finished_clips_and_writes_none_twice(ray_local, tiny_vlm, clips_dir, tmp_path):
+def test_rerun_skips_finished_clips_and_writes_none_twice(ray_local, tiny_vlm, clips_dir, tmp_path, monkeypatch):
     uris = [str(clips_dir / f"clip_{i:05d}.mp4") for i in range(6)]
     out = tmp_path / "out"
     # ids relative to the clips' folder (input.root), as a dataset's manifests have them
     cfg = tiny_config("mode=sparse", "run.part_rows=2", "run.object_store_mb=64", f"input.root={clips_dir}")
+    built = []  # the run's dataset: the cap is on its own context, not the process's (ray_settings.py)
+    build = pipeline.build_dataset
+    monkeypatch.setattr(pipeline, "build_dataset", lambda c, clips: built.append(build(c, clips)) or built[-1])
     first = pipeline.run(cfg, manifest(tmp_path / "a.csv", uris[:2]), str(out), progress=False)
     assert (first.labeled, first.skipped_done) == (2, 0)
-    limits = ray_local.data.DataContext.get_current().execution_options.resource_limits
+    limits = built[0].context.execution_options.resource_limits
     assert limits.object_store_memory == 64 * 2**20  # decode cannot run far ahead of the model
     second = pipeline.run(cfg, manifest(tmp_path / "b.csv", uris + uris[:1]), str(out), progress=False)
     assert (second.labeled, second.failed, second.skipped_done) == (4, 0, 2)
