@@ -24,6 +24,16 @@ frames; the engine charges for `image_px` images):
 - the engine's own bound: the same requests all submitted at once (fed ahead).
 Reported: clips/s, engine-core busy fraction, and each as a ratio to the bound.
 
+The front-end against the GPU (`frontend_rows`, MODELLED): can vLLM's one preprocessing
+thread per engine feed the GPU? At 224 and 448 px, the GPU's image rate is the modelled
+core's, fed ahead, on MSCE's requests (11 frames a 3 s clip); the front-end's is 1000 /
+(measured ms per image + the request's share of `frontend_ms_per_request`) per engine,
+times `engines_per_gpu`. Printed as the ratio front-end / GPU for: the figure this
+benchmark used to assume (transformers' PIL backend, normalize on the CPU), vLLM's own
+path with frames as PIL images (emodist before), and as uint8 arrays (now), and the old
+figure with 2 engines per GPU. Target: the shipped path >= 2 (its thread at most half
+busy: it shares the actor's GIL and cores with the engine client and the stage).
+
     python -m benchmarks --sections model          # within the benchmark run
     python -m benchmarks.model_stage --json out.json [--before /tmp/emodist-before]
 """
@@ -45,11 +55,25 @@ import numpy as np
 DESCRIPTION = "the mouth corners rise and the brows lift slightly"
 
 
-# The front-end's CPU cost per 448 px image, measured: Qwen2.5-VL's image processor
-# (transformers, PIL backend, one thread, 4 images a call as one request's keyframes),
-# `python benchmarks/frontend_cost.py`, 2026-12-04: median 7.0-7.2 ms over quiet runs
-# (6.7-10.5 with the 2-core machine shared; 224 px: 1-2 ms). 12 ms is kept as the slow case.
-FRONTEND_MS_PER_IMAGE = 7.0
+# The front-end's CPU cost per image, 4 frames a request (one request's keyframes),
+# measured with benchmarks/frontend_cost.py on 2026-12-04 (thread CPU time, shared
+# 2-core machine), {px: ms}:
+# - BEFORE: transformers' Qwen2-VL processor, PIL backend, normalize on the CPU (main
+#   venv, `python benchmarks/frontend_cost.py`): what this benchmark assumed until then.
+#   vLLM runs this only where torchvision is missing or its GPU normalize is off.
+# - VLLM_PIL / VLLM_ARRAYS: vLLM 0.32's own preprocessing call as its one thread runs it
+#   (`.venv-vllm/bin/python benchmarks/frontend_cost.py`): torchvision backend, pixels
+#   normalized on the GPU (mm_device_do_normalize, vLLM's default for Qwen2.5-VL), frames
+#   as PIL images (emodist before) and as uint8 arrays (now). Medians of 10 requests;
+#   the spread at 448 px was 2.3-4.0 (PIL) and 1.85-2.1 (arrays).
+FRONTEND_MS_BEFORE = {224: 2.1, 448: 7.0}
+FRONTEND_MS_VLLM_PIL = {224: 1.2, 448: 2.6}
+FRONTEND_MS_VLLM_ARRAYS = {224: 1.0, 448: 1.95}
+# The stage rows below: the shipped path, and the old figure as the slow case.
+FRONTEND_MS_PER_IMAGE = FRONTEND_MS_VLLM_ARRAYS[448]
+FRONTEND_MS_SLOW = FRONTEND_MS_BEFORE[448]
+# The shipped path's front-end must have this much headroom over the GPU's image rate.
+FRONTEND_TARGET = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,11 @@ GPUS = {
     # 0.86 TB/s -> ~17 ms per weight pass; ~160 TFLOP/s effective bf16
     "L40S": GpuModel("L40S (modelled)", step_ms=18.0, ms_per_token=0.09, vision_ms_per_image=9.0),
 }
+# The front-end rows also ask of a GPU twice as fast as the H100 above (~600 TFLOP/s
+# effective bf16, ~60% of an H100's dense peak; or an H200/B200-class part): the upper end
+# of what one engine's thread may have to feed.
+FRONTEND_GPUS = {**GPUS, "H100x2": GpuModel("H100 at 2x the FLOP rate (modelled)", step_ms=6.0,
+                                            ms_per_token=0.025, vision_ms_per_image=2.0)}
 
 
 @dataclass(frozen=True)
@@ -401,8 +430,9 @@ def run(res, quick: bool = False, smoke: bool = False) -> None:
         res.notes.append(f"model stage: no worktree of {BEFORE_COMMIT} (no git history): today's stage not run")
     log(f"model stage: front-end {FRONTEND_MS_PER_IMAGE:g} ms per 448 px image (measured: benchmarks/frontend_cost.py)")
     res.meta["frontend_ms_per_image_measured"] = FRONTEND_MS_PER_IMAGE
+    frontend_rows(res, scale, clips, smoke=smoke)
     for gpu in list(GPUS)[:1] if smoke else GPUS:
-        for fe in (FRONTEND_MS_PER_IMAGE,) if smoke else (FRONTEND_MS_PER_IMAGE, 12.0):
+        for fe in (FRONTEND_MS_PER_IMAGE,) if smoke else (FRONTEND_MS_PER_IMAGE, FRONTEND_MS_SLOW):
             name = f"{gpu} modelled, front-end {fe:g} ms/image"
             out = {}
             for case in ("bound", "new", "before"):
@@ -423,6 +453,72 @@ def run(res, quick: bool = False, smoke: bool = False) -> None:
                                             f"engine busy {out[case]['busy']:.2f} (bound run {out['bound']['busy']:.2f})"))
 
 
+def at_size(gpu: GpuModel, work: Workload, px: int) -> tuple[GpuModel, Workload]:
+    """The GPU and workload for frames of px x px: Qwen's 28 px grid gives (px/28)^2
+    tokens a frame, and the vision tower's cost follows its patches (window attention)."""
+    from dataclasses import replace
+
+    return (replace(gpu, vision_ms_per_image=gpu.vision_ms_per_image * (px / 448) ** 2),
+            replace(work, image_tokens=(px // 28) ** 2))
+
+
+def msce_requests(work: Workload) -> tuple[int, int]:
+    """(images, requests) of one clip of `work.duration_s` under the msce plan."""
+    from emodist.config import load_config
+    from emodist.plan import make_plan
+
+    plan = make_plan("msce", load_config().plan, work.duration_s, 25.0)
+    return int((plan.gap == -1).sum()) + plan.n_gaps * int((plan.gap == 0).sum()), plan.n_gaps + 1
+
+
+FRONTEND_CASES = (  # (label, {px: ms per image}, engines per GPU, the target row)
+    ("old figure (PIL backend)", FRONTEND_MS_BEFORE, 1, False),  # normalize on the CPU: the old assumption
+    ("vLLM, PIL images (before)", FRONTEND_MS_VLLM_PIL, 1, False),
+    ("vLLM, uint8 arrays (now)", FRONTEND_MS_VLLM_ARRAYS, 1, True),
+    ("old figure, 2 engines/GPU", FRONTEND_MS_BEFORE, 2, False),
+)
+
+
+def frontend_rows(res, scale: float, clips: int, smoke: bool = False) -> dict:
+    """MODELLED: each GPU's image rate (its core fed ahead, at 224 and 448 px) against the
+    front-end's, per FRONTEND_CASES; a ratio row each, the shipped case with its target."""
+    from benchmarks.common import Ratio, Row, log
+
+    work = Workload(clips=clips)
+    images, requests = msce_requests(work)
+    out = {}
+    res.meta["frontend_assumptions"] = {
+        "MODELLED": "GPU image rates from the modelled core (assumptions: GPUS); front-end ms per image measured "
+                    "on CPU (benchmarks/frontend_cost.py); engines sharing a GPU assumed to lose no GPU time",
+        "images_per_clip": images, "requests_per_clip": requests,
+        "frontend_ms_per_request": work.frontend_ms_per_request,
+        "gpus": {k: asdict(v) for k, v in FRONTEND_GPUS.items()},
+        "ms_per_image": {c[0]: c[1] for c in FRONTEND_CASES}}
+    log(f"front-end vs GPU (MODELLED): {images} frames and {requests} requests a clip; front-end ms per image "
+        + "; ".join(f"{c[0]}: {c[1]}" for c in FRONTEND_CASES[:3]))
+    for gpu_key in ("H100x2",) if smoke else FRONTEND_GPUS:
+        for px in (448,) if smoke else (224, 448):
+            gpu, w = at_size(FRONTEND_GPUS[gpu_key], work, px)
+            log(f"front-end vs GPU: {gpu.name}, {px} px: the core fed ahead")
+            core = run_bound(gpu, w, 0.0, scale)
+            gpu_images_s = core["core_clips_per_s"] * scale * images
+            name = f"MODELLED {gpu_key} {px}px"
+            res.rows.append(Row("model", name, f"GPU image rate, {gpu.name}, core fed ahead", clips,
+                                core["core_clips_per_s"] * scale, note=f"{gpu_images_s:.0f} images/s",
+                                extra={"images_per_s": gpu_images_s, "busy": core["busy"]}))
+            for label, ms, engines, target in FRONTEND_CASES:
+                per_image = ms[px] + work.frontend_ms_per_request * requests / images
+                fe_images_s = engines * 1000.0 / per_image
+                ratio = fe_images_s / gpu_images_s
+                out[(gpu_key, px, label)] = ratio
+                res.ratios.append(Ratio(
+                    f"[{name}] front-end/GPU images: {label}", ratio,
+                    f">= {FRONTEND_TARGET:g}" if target else "", ratio >= FRONTEND_TARGET if target else None,
+                    f"{fe_images_s:.0f} vs {gpu_images_s:.0f} images/s ({ms[px]:g} ms an image, {engines} engine(s) "
+                    "per GPU)"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=sorted(CASES), help="run one case and print its JSON (used in subprocesses)")
@@ -430,11 +526,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frontend-ms", type=float, default=FRONTEND_MS_PER_IMAGE, help="front-end ms per image (default: measured)")
     ap.add_argument("--scale", type=float, default=0.25, help="simulated seconds per modelled second")
     ap.add_argument("--clips", type=int, default=Workload.clips)
+    ap.add_argument("--frontend", action="store_true",
+                    help="only the front-end vs GPU rows (MODELLED); exit 1 if the shipped path misses its target")
     args = ap.parse_args(argv)
+    if args.frontend:
+        return frontend_main(args.scale, args.clips)
+    if not args.case:
+        ap.error("give --case or --frontend (the whole section runs in `python -m benchmarks --sections model`)")
     work = Workload(clips=args.clips)
     out = CASES[args.case](GPUS[args.gpu], work, args.frontend_ms, args.scale)
     print(json.dumps(out))
     return 0
+
+
+def frontend_main(scale: float, clips: int) -> int:
+    """The front-end rows alone, printed with their assumptions; 1 when a target is missed."""
+    from benchmarks.common import Results
+
+    res = Results()
+    frontend_rows(res, scale, clips)
+    print("MODELLED, not measured on a GPU: can one engine's preprocessing thread feed the GPU?")
+    print(json.dumps(res.meta["frontend_assumptions"], indent=1))
+    for r in res.rows:
+        print(f"  {r.clip_set}: {r.case}: {r.note}")
+    missed = [q for q in res.ratios if q.target and not q.met]
+    for q in res.ratios:
+        verdict = "" if not q.target else (" (target " + q.target + (": met)" if q.met else ": NOT MET)"))
+        print(f"  {q.name}: {q.value:.2f}{verdict}  [{q.note}]")
+    return 1 if missed else 0
 
 
 def assumptions(work: Workload, scale: float) -> dict:

@@ -105,7 +105,8 @@ class ModelConfig(StageResources):
     prompt: str | None = Field(None, description="Override of the prompt template (see emodist/models/prompts.py for fields).")
     # vLLM engine options (ignored by the other backends)
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs per engine; the stage asks Ray for this many GPUs per actor.")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory for weights and KV cache.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory for weights and KV cache (of each GPU, for all the engines engines_per_gpu puts on it).")
+    engines_per_gpu: int = Field(1, ge=1, le=8, description="vLLM: engines (actors) sharing one GPU, each asking Ray for 1/engines_per_gpu GPU and taking gpu_memory_utilization/engines_per_gpu of its memory, with its own copy of the weights. vLLM preprocesses images on one thread per engine (renderer, at ~2 ms per 448 px frame as Qwen2.5-VL ships, benchmarks/frontend_cost.py); more engines per GPU bring more of those threads where one cannot feed the GPU (benchmarks/model_stage.py's front-end rows). Set actors to GPUs x engines_per_gpu; tensor_parallel_size must be 1.")
     enable_prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes (the instructions, the option list).")
     max_model_len: int | None = Field(None, ge=256, description="vLLM: context length; None = the model's own.")
     max_images_per_prompt: int = Field(24, ge=1, description="vLLM: images one prompt may carry (limit_mm_per_prompt).")
@@ -125,12 +126,29 @@ class ModelConfig(StageResources):
     # Settings that decide speed and memory, never the labels (left out of the config hash).
     RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "tensor_parallel_size", "gpu_memory_utilization", "enable_prefix_caching", "max_model_len",
-        "max_images_per_prompt", "max_num_seqs", "prompts_per_forward", "batches_in_flight")
+        "max_images_per_prompt", "max_num_seqs", "prompts_per_forward", "batches_in_flight", "engines_per_gpu")
+
+    @model_validator(mode="after")
+    def _engines_share_gpus(self) -> ModelConfig:
+        if self.engines_per_gpu == 1 or self.backend != "vllm":
+            return self
+        if self.tensor_parallel_size > 1:
+            raise ValueError(f"engines_per_gpu={self.engines_per_gpu} with tensor_parallel_size="
+                             f"{self.tensor_parallel_size}: an engine spread over several GPUs cannot share them; "
+                             "set one of them to 1")
+        if self.num_gpus > 1 / self.engines_per_gpu + 1e-9:
+            raise ValueError(f"engines_per_gpu={self.engines_per_gpu} puts {self.engines_per_gpu} engines on a GPU "
+                             f"({1 / self.engines_per_gpu:g} GPU per actor), but num_gpus={self.num_gpus:g} asks for "
+                             "more; set num_gpus=0 (the vLLM backend's share follows engines_per_gpu)")
+        return self
 
     @property
     def gpus_per_actor(self) -> float:
-        """A vLLM engine on GPU spans tensor_parallel_size GPUs; ask Ray for all of them."""
+        """A vLLM engine on GPU spans tensor_parallel_size GPUs, or a 1/engines_per_gpu
+        share of one; ask Ray for all of it."""
         if self.backend == "vllm" and self.device != "cpu":
+            if self.engines_per_gpu > 1:
+                return 1.0 / self.engines_per_gpu
             return max(self.num_gpus, float(self.tensor_parallel_size))
         return self.num_gpus
 

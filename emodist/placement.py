@@ -253,6 +253,7 @@ def settle(cfg: Config, nodes: Cluster | list[Node]) -> Config:
     if not fits(pool_list, most):
         raise ConfigError(_refusal(pool_list, most, cluster.source))
     _warn_underfed(cfg)
+    _warn_shared_gpus(cfg)
     return cfg
 
 
@@ -333,6 +334,20 @@ def _settle_decode(cfg: Config, nodes: list[Node], gpus: float) -> Config:
     (log.info if gpus == 0 else log.warning)("decode.device=auto: decoding on %s (%s)", device, why)
     return on_gpu if device == "cuda" else cfg.model_copy(
         update={"decode": cfg.decode.model_copy(update={"device": "cpu"})})
+
+
+def _warn_shared_gpus(cfg: Config) -> None:
+    """engines_per_gpu engines share a GPU, each with its share of the memory: a pool that
+    is not a whole number of GPUs leaves a share of one GPU idle."""
+    for name in ("describer", "labeler"):
+        m: ModelConfig = getattr(cfg, name)
+        if m.backend != "vllm" or m.engines_per_gpu == 1 or m.gpus_per_actor == 0:
+            continue
+        if m.actors % m.engines_per_gpu:
+            log.warning("%s: %d actors with engines_per_gpu=%d fill %d GPUs and %d/%d of another, whose other "
+                        "share stays idle; set %s.actors to a multiple of %d", name, m.actors, m.engines_per_gpu,
+                        m.actors // m.engines_per_gpu, m.actors % m.engines_per_gpu, m.engines_per_gpu, name,
+                        m.engines_per_gpu)
 
 
 def _warn_underfed(cfg: Config) -> None:

@@ -160,3 +160,60 @@ def test_the_start_reads_the_autoscalers_node_types_and_waits_for_a_node_to_join
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_two_engines_per_gpu_ask_half_a_gpu_each_and_fill_the_gpus():
+    """labeler.engines_per_gpu=2 (vLLM): 16 actors on the 8 GPUs of EIGHT_GPUS, 0.5 GPU
+    each; a 17th does not fit and is refused with the numbers; an odd count is warned about."""
+    sets = ["labeler.backend=vllm", "describer.backend=vllm", "labeler.engines_per_gpu=2", "labeler.num_cpus=2"]
+    cfg = placement.settle(load_config(None, [*sets, "labeler.actors=16"]), EIGHT_GPUS)
+    assert cfg.labeler.device == "cuda" and cfg.labeler.gpus_per_actor == 0.5
+    labeler = next(p for p in placement.pools(cfg) if p.stage == "labeler")
+    assert (labeler.actors, labeler.gpus) == (16, 0.5)
+    with pytest.raises(ConfigError, match="8.5 GPUs asked in all, the cluster has 8"):
+        placement.settle(load_config(None, [*sets, "labeler.actors=17"]), EIGHT_GPUS)
+
+
+def test_an_odd_pool_of_shared_gpus_is_warned_about(caplog):
+    sets = ["labeler.backend=vllm", "describer.backend=vllm", "labeler.engines_per_gpu=2", "labeler.actors=3"]
+    with caplog.at_level(logging.WARNING, logger="emodist"):
+        placement.settle(load_config(None, sets), EIGHT_GPUS)
+    assert "3 actors with engines_per_gpu=2 fill 1 GPUs and 1/2 of another" in caplog.text
+
+
+def test_engines_per_gpu_that_cannot_share_a_gpu_are_refused():
+    with pytest.raises(ConfigError, match=r"engines_per_gpu=2 .* num_gpus=1 asks for more; set num_gpus=0"):
+        load_config(None, ["labeler.backend=vllm", "labeler.engines_per_gpu=2", "labeler.num_gpus=1"])
+    with pytest.raises(ConfigError, match="engines_per_gpu=2 with tensor_parallel_size=2"):
+        load_config(None, ["labeler.backend=vllm", "labeler.engines_per_gpu=2", "labeler.tensor_parallel_size=2"])
+    # The other backends take no engines_per_gpu share: their num_gpus stays what Ray is asked.
+    assert load_config(None, ["labeler.engines_per_gpu=2", "labeler.num_gpus=1"]).labeler.gpus_per_actor == 1
+
+
+def test_two_engines_share_one_fake_gpu_on_a_real_ray(private_ray):
+    """A real Ray node advertising one (fake) GPU: two actors asking the settled labeler's
+    share (engines_per_gpu=2) both start on it and see the same GPU; the placement check
+    refuses a third before Ray would leave it waiting."""
+    import ray
+
+    cfg = placement.settle(load_config(None, ["labeler.backend=vllm", "describer.backend=vllm", "labeler.actors=2",
+                                              "labeler.engines_per_gpu=2", "labeler.num_cpus=0.5",
+                                              "decode.num_cpus=0.5"]), [Node(2, 1)])
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        @ray.remote
+        class Engine:
+            def gpus(self):
+                return ray.get_gpu_ids()
+
+        actors = [Engine.options(num_cpus=cfg.labeler.num_cpus, num_gpus=cfg.labeler.gpus_per_actor).remote()
+                  for _ in range(cfg.labeler.actors)]
+        ids = ray.get([a.gpus.remote() for a in actors], timeout=60)
+        assert len(ids[0]) == 1 and ids[0] == ids[1]
+        assert ray.available_resources().get("GPU", 0) == 0
+    finally:
+        ray.shutdown()
+    with pytest.raises(ConfigError, match="1.5 GPUs asked in all, the cluster has 1"):
+        placement.settle(cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"actors": 3})}),
+                         [Node(2, 1)])

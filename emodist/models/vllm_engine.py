@@ -8,11 +8,22 @@ to the engine as they arrive; vLLM batches them continuously. At most about 1.1 
 scheduler always has the next ones without the actor holding thousands of images.
 
 The engine runs on an event loop of its own, on a thread of its own: callers on any
-loop (Ray's UDF loop, `asyncio.run` in tests) await futures from it. Images become PIL
-images in a small thread pool, and for Qwen2-VL-family processors the pixel bounds are
-set to the frames' own size (`mm_processor_kwargs`): the frames arrive at the model's
+loop (Ray's UDF loop, `asyncio.run` in tests) await futures from it. Requests with
+images are built (chat template, frames checked) in a small thread pool, and for
+Qwen2-VL-family processors the pixel bounds are set to the frames' own size (`mm_processor_kwargs`): the frames arrive at the model's
 size from the decode stage, so the front-end does no resizing, and start-up profiling
 uses the real image size instead of Qwen's 12.8 M-pixel maximum.
+
+vLLM preprocesses every image on one thread per engine (its renderer's multimodal
+executor, one worker whatever `renderer_num_workers` says), so its cost per frame
+bounds the engine's image rate (benchmarks/frontend_cost.py, benchmarks/model_stage.py).
+What keeps it small: frames go to vLLM as the decode stage's uint8 arrays, not PIL
+images (vLLM would hash and convert each PIL image on that thread: ~25% of a 448 px
+frame's cost); frame sides that are multiples of Qwen's 28 px patch grid make the resize
+a no-op (the engine warns at start when they are not); vLLM normalizes Qwen2-VL-family
+pixels on the GPU (`mm_device_do_normalize`, its default there; `frontend` says whether
+it is on). Where one thread still cannot feed the GPU, `engines_per_gpu` puts several
+engines, each with its own thread, on one GPU, each with its share of the memory.
 
 Option scoring needs the log-probability of every option letter at the next token.
 Two ways, chosen by what the installed vLLM offers:
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import uuid
@@ -40,6 +52,8 @@ from emodist.models import prompts
 from emodist.models.engine import Prompt
 from emodist.models.hf_engine import load_processor, resolve_model
 
+log = logging.getLogger(__name__)
+
 # KV cache of a CPU engine unless VLLM_CPU_KVCACHE_SPACE (GiB) says otherwise: vLLM's
 # CPU default is a share of all RAM, which several actors on one machine cannot all take.
 CPU_KV_CACHE_BYTES = 1 << 30
@@ -48,6 +62,8 @@ MAX_LOGPROBS = 2 * len(prompts.LETTERS)
 # Pending requests per engine, as a multiple of max_num_seqs.
 PENDING_FACTOR = 1.1
 QWEN_VL_PROCESSORS = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor")
+# Qwen2/2.5-VL's resize grid: 14 px patches merged 2 x 2 (Qwen3-VL's processor says 16 x 2).
+QWEN_FACTOR = 28
 
 
 def supports_logprob_token_ids() -> bool:
@@ -105,6 +121,26 @@ def qwen_pixel_bounds(height: int, width: int) -> dict:
     return {"size": {"shortest_edge": pixels, "longest_edge": pixels}}
 
 
+def qwen_target_size(height: int, width: int, factor: int = QWEN_FACTOR) -> tuple[int, int]:
+    """(height, width) Qwen's processor resizes a frame of this size to, with the pixel
+    bounds of qwen_pixel_bounds: the frame itself when both sides are multiples of
+    `factor`, else the nearest grid size (upward when rounding would lose pixels)."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    pixels = height * width
+    return tuple(smart_resize(height, width, factor=factor, min_pixels=pixels, max_pixels=pixels))
+
+
+def frame_array(image) -> np.ndarray:
+    """A frame as vLLM takes it without per-image conversion work on its preprocessing
+    thread: a C-contiguous uint8 (height, width, 3) array, as the decode stage makes."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"a frame of shape {a.shape} and dtype {a.dtype}; the engine takes uint8 RGB "
+                         "(height, width, 3) frames as the decode stage makes them")
+    return np.ascontiguousarray(a)
+
+
 def renderer_of(engine) -> tuple | None:
     """(parse_model_prompt, the engine's renderer) where vLLM renders prompts before
     `generate` (0.32+: a raw prompt dict there is deprecated), else None."""
@@ -146,6 +182,7 @@ class VLLMEngine:
         self._renderer = None
         self.engine = self._call(self._start(cfg.max_num_seqs)).result()
         self._renderer = renderer_of(self.engine)
+        self.frontend = self._frontend(image_size)
         # The transformers engine's greedy generate applies the model's generation_config,
         # of which only repetition_penalty changes a greedy answer (Qwen2.5-VL ships 1.05).
         self.repetition_penalty = float(
@@ -176,13 +213,40 @@ class VLLMEngine:
             kwargs.update(enable_lora=True, max_loras=len(self.adapters),
                           max_lora_rank=lora_slot_rank(max(_lora_rank(p) for _, p in self.adapters.values())))
         if self.platform == "cuda":
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+            # The GPU's share, split between the engines that share it.
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization / cfg.engines_per_gpu
         else:
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
             # torch.compile warm-up takes ~30 s per engine on a small CPU; the CPU build
             # serves tests and small runs, where start-up dominates.
             kwargs["enforce_eager"] = True
         return kwargs
+
+    def _frontend(self, image_size: tuple[int, int] | None) -> dict:
+        """What decides the preprocessing cost per frame on vLLM's one thread, read from
+        the engine (logged; the tests check it): whether the GPU normalizes the pixels,
+        and whether frames of `image_size` (width, height) are resized."""
+        mm = getattr(self.engine.model_config, "multimodal_config", None)
+        out = {"device_normalize": bool(getattr(mm, "mm_device_do_normalize", False)), "frame_size": None,
+               "processor_size": None}
+        if not (self.max_images and image_size and type(self.processor).__name__ in QWEN_VL_PROCESSORS):
+            return out
+        (w, h), ip = image_size, self.processor.image_processor
+        try:
+            target = qwen_target_size(h, w, ip.patch_size * ip.merge_size)
+        except ValueError as exc:  # e.g. an aspect ratio over 200: the processor refuses each request
+            log.warning("%s: frames of %dx%d: %s", self.model_id, w, h, exc)
+            return out
+        out.update(frame_size=(h, w), processor_size=target)
+        if target != (h, w):
+            log.warning("%s: frames of %dx%d are resized to %dx%d by Qwen's processor on vLLM's one preprocessing "
+                        "thread per engine; decode at a multiple of %d px (decode.width/height, or face.size) to "
+                        "skip it", self.model_id, w, h, target[1], target[0], ip.patch_size * ip.merge_size)
+        if not out["device_normalize"]:
+            log.warning("%s: vLLM normalizes the pixels on the CPU (mm_device_do_normalize is off), about 3x the "
+                        "preprocessing per frame; unset VLLM_USE_RUST_FRONTEND, or raise engines_per_gpu",
+                        self.model_id)
+        return out
 
     async def _start(self, max_num_seqs: int):
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -250,7 +314,7 @@ class VLLMEngine:
         return await asyncio.gather(*(self._one(p, params) for p in prompts_))
 
     async def _one(self, prompt: Prompt, params):
-        # Images become PIL images off the loop; a text-only prompt is built in place.
+        # Prompts with images are built off the loop; a text-only prompt in place.
         request = (await asyncio.wrap_future(self._pool.submit(self.request, prompt)) if prompt.images
                    else self.request(prompt))
         lora = self._lora(prompt.adapter)
@@ -290,10 +354,8 @@ class VLLMEngine:
         return LoRARequest(name, lora_id, path)
 
     def request(self, prompt: Prompt) -> dict:
-        """The request dict vLLM takes: chat-template text, and the frames as PIL images
-        in placeholder order (runs on the image threads, off the engine's loop)."""
-        from PIL import Image
-
+        """The request dict vLLM takes: chat-template text, and the frames as uint8
+        arrays in placeholder order (runs on the image threads, off the engine's loop)."""
         text = self.processor.apply_chat_template(
             [{"role": "user", "content": prompt.parts}], add_generation_prompt=True, tokenize=False
         )
@@ -307,7 +369,7 @@ class VLLMEngine:
                     f"{len(prompt.images)} images in one prompt, more than max_images_per_prompt="
                     f"{self.max_images}; raise it or lower plan.max_keyframes"
                 )
-            out["multi_modal_data"] = {"image": [Image.fromarray(np.asarray(i)) for i in prompt.images]}
+            out["multi_modal_data"] = {"image": [frame_array(i) for i in prompt.images]}
         return out
 
 

@@ -289,8 +289,8 @@ def test_device_mismatch_is_a_clear_error(tiny_lm):
 def test_multimodal_prompts_carry_the_images_in_placeholder_order(tiny_vlm):
     """The multimodal request for a LLaVA-style model, built without an engine:
     chat-template text with one image placeholder per frame, and the frames as
-    PIL images in the same order; text-only prompts carry no multi_modal_data."""
-    from PIL import Image
+    uint8 (height, width, 3) arrays in the same order (vLLM's one preprocessing thread
+    would convert and hash PIL images); text-only prompts carry no multi_modal_data."""
     from transformers import AutoProcessor
 
     eng = VLLMEngine.__new__(VLLMEngine)  # the request builder only
@@ -302,11 +302,24 @@ def test_multimodal_prompts_carry_the_images_in_placeholder_order(tiny_vlm):
     mm, txt = eng.request(Prompt(parts[0], list(kf))), eng.request(Prompt(parts[1]))
     assert mm["prompt"].count("<image>") == 2 and mm["prompt"].endswith("assistant:")
     imgs = mm["multi_modal_data"]["image"]
-    assert all(isinstance(i, Image.Image) for i in imgs)
+    assert all(isinstance(i, np.ndarray) and i.dtype == np.uint8 and i.shape == (8, 8, 3)
+               and i.flags.c_contiguous for i in imgs)
     assert [np.asarray(i)[0, 0, 0] for i in imgs] == [10, 20]
     assert "multi_modal_data" not in txt and "<image>" not in txt["prompt"]
     with pytest.raises(ValueError, match="max_images_per_prompt"):
         eng.request(Prompt(parts[0], list(np.concatenate([kf, kf]))))
+
+
+def test_engines_sharing_a_gpu_split_its_memory():
+    """engines_per_gpu=2: each engine asks vLLM for half of gpu_memory_utilization (the
+    GPU's share for all its engines), so the second engine's start-up memory check passes."""
+    eng = VLLMEngine.__new__(VLLMEngine)  # the engine arguments only
+    eng.platform, eng.token_ids_api, eng.adapters = "cuda", True, {}
+    cfg = LabelerConfig(backend="vllm", model="m", gpu_memory_utilization=0.9, engines_per_gpu=2)
+    assert cfg.gpus_per_actor == 0.5
+    assert eng._engine_kwargs(cfg, "m", 0, False, None)["gpu_memory_utilization"] == pytest.approx(0.45)
+    one = cfg.model_copy(update={"engines_per_gpu": 1})
+    assert eng._engine_kwargs(one, "m", 0, False, None)["gpu_memory_utilization"] == pytest.approx(0.9)
 
 
 def test_requests_from_many_callers_at_once_match_one_at_a_time(engine):

@@ -129,6 +129,64 @@ def test_image_tokens_per_frame_are_as_qwen_counts_them(engine, hf):
     assert engine_input(engine, request)["prompt_token_ids"].count(IMAGE_PAD) == 2 * 256
 
 
+def test_frames_reach_vllm_as_arrays_at_the_processors_size_and_score_as_pil_images(engine):
+    """The front-end lever: frames go to vLLM as the decode stage's uint8 arrays, at the
+    size Qwen's processor keeps (224 px: a 16 x 16 patch grid, no resize), with the
+    pixels normalized on the device (vLLM ships raw uint8 patches). They render to the
+    same tokens and pixels as the PIL images the engine sent before, and score the same
+    option log-probs."""
+    import torch
+    from PIL import Image
+
+    assert engine.frontend == {"device_normalize": True, "frame_size": (SIZE, SIZE), "processor_size": (SIZE, SIZE)}
+    c = clip(4, n=2)
+    parts = prompts.label_prompt("sparse", c.keyframe_ts_s, c.descriptions, c.gap_spans_s, LABELS)
+    request = engine.request(Prompt(parts, list(c.keyframes)))
+    sent = request["multi_modal_data"]["image"]
+    assert all(isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.shape == (SIZE, SIZE, 3) for f in sent)
+    as_pil = dict(request, multi_modal_data={"image": [Image.fromarray(f) for f in sent]})
+    new, old = engine_input(engine, request), engine_input(engine, as_pil)
+    assert new["prompt_token_ids"] == old["prompt_token_ids"]
+    for a, b in zip(new["mm_kwargs"]["image"], old["mm_kwargs"]["image"]):
+        assert a["image_grid_thw"].data.tolist() == [1, SIZE // 14, SIZE // 14]  # the frame's own size
+        assert a["pixel_values"].data.dtype == torch.uint8 and a["pixel_values"].data.equal(b["pixel_values"].data)
+
+    lab = labeler(engine, "sparse")
+    reqs = [Prompt(parts, list(c.keyframes))]
+    got = run_sync(engine.token_logprobs(reqs, lab.token_ids))
+    build = engine.request
+    try:  # the engine as it was: PIL images
+        engine.request = lambda p: dict(build(p), multi_modal_data={
+            "image": [Image.fromarray(np.asarray(i)) for i in p.images]})
+        before = run_sync(engine.token_logprobs(reqs, lab.token_ids))
+    finally:
+        del engine.request
+    np.testing.assert_allclose(got, before, atol=LOGPROB_ATOL)
+
+
+def test_frames_off_qwens_grid_are_warned_about_at_start(tiny_qwen, caplog):
+    """Frames whose sides are not multiples of 28 px are resized by Qwen's processor on
+    vLLM's one thread (256 px frames even up to 280); the engine says so at start with
+    the fix, and says nothing for frames on the grid."""
+    import logging
+    from types import SimpleNamespace
+
+    from emodist.models.hf_engine import load_processor
+    from emodist.models.vllm_engine import qwen_target_size
+
+    assert qwen_target_size(224, 224) == (224, 224) and qwen_target_size(252, 448) == (252, 448)
+    assert qwen_target_size(256, 256) == (280, 280)
+    eng = VLLMEngine.__new__(VLLMEngine)  # the start-up check only
+    eng.model_id, eng.max_images, eng.processor = "tiny-qwen", MAX_IMAGES, load_processor(str(tiny_qwen))
+    eng.engine = SimpleNamespace(model_config=SimpleNamespace(
+        multimodal_config=SimpleNamespace(mm_device_do_normalize=True)))
+    with caplog.at_level(logging.WARNING, logger="emodist.models.vllm_engine"):
+        assert eng._frontend((448, 252))["processor_size"] == (252, 448)
+        assert not caplog.records
+        assert eng._frontend((256, 256))["processor_size"] == (280, 280)
+    assert "frames of 256x256 are resized to 280x280" in caplog.text and "multiple of 28 px" in caplog.text
+
+
 def test_option_distributions_equal_the_transformers_backend(engine, hf):
     """Same folder, prompts and frames: the option letters' log-probs agree within
     LOGPROB_ATOL (see there), so the distributions and answers are the same."""
