@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from emodist.config import PlanConfig
 from emodist.diagnose import diagnose, variants
@@ -27,6 +28,7 @@ def test_rate_variants_set_the_inbetween_plan():
     assert vs["rate=4fps"].cfg.plan == PlanConfig()  # the paper's default is the 4 fps point
 
 
+@pytest.mark.slow
 def test_diagnose_runs_variants_and_plots(ray_local, tiny_vlm, clips_dir, tmp_path):
     m = tmp_path / "m.csv"
     m.write_text("uri,label\n" + "".join(f"{clips_dir}/clip_0000{i}.mp4,sad\n" for i in range(2)))

@@ -171,6 +171,7 @@ def test_retry_reads_a_manifest_again_for_its_lines_that_did_not_parse(ray_local
     assert len(pads.dataset(out / "failures").to_table()) == 0
 
 
+@pytest.mark.slow
 def test_retry_failures_finishes_on_2_cpus_with_the_default_resources(tiny_vlm, clips_dir, bad_files, tmp_path):
     """As a user runs it: its own local Ray on this 2-CPU machine, the default resources
     (decode 1 CPU, labeler 0.5): the retry's read task must fit beside the actors."""
@@ -197,6 +198,7 @@ def test_retry_failures_finishes_on_2_cpus_with_the_default_resources(tiny_vlm, 
 # --- one run at a time, and what a run says when it cannot start -----------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_held_output_is_refused_at_once(tiny_vlm, clips_dir, tmp_path):
     """Two runs at once into one output: the second is refused at once naming the first
     (host, pid, start); the first finishes with exactly one row per clip."""

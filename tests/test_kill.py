@@ -7,10 +7,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from emodist.io.rows import relative_id
 from tests.conftest import rows_by_clip
 
 EMODIST = str(Path(sys.executable).parent / "emodist")
+
+pytestmark = pytest.mark.slow  # a whole run killed and run again: the slow tier (scripts/test.sh --all)
 
 
 def test_sigkill_then_rerun_gives_one_row_per_clip(clips_dir, bad_files, emodist_cache, tmp_path):

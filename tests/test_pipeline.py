@@ -199,6 +199,7 @@ def test_credentials_in_the_input_or_output_uri_are_refused_at_start(tmp_path):
 EMODIST = str(__import__("pathlib").Path(__import__("sys").executable).parent / "emodist")
 
 
+@pytest.mark.slow
 def test_an_actor_that_cannot_start_is_one_console_line_naming_the_log_file(tiny_vlm, clips_dir, tmp_path):
     """A model folder whose weights file is damaged passes the start checks (every file is
     there) and fails in the model actor: one line, its stack in a log file."""
@@ -251,6 +252,7 @@ def test_sigterm_stops_the_run_with_one_line_and_a_readable_output(clips_dir, tm
     assert list((out / "predictions").glob("part-*.parquet")) and list((out / "failures").glob("part-*.parquet"))
 
 
+@pytest.mark.slow
 def test_a_normal_run_prints_no_ray_core_worker_line(clips_dir, tmp_path):
     """Ray's driver prints once per process 'core_worker.cc: Actor ... has constructor
     arguments in the object store and max_restarts > 0' for the first Ray Data pool actor

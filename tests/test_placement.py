@@ -117,6 +117,7 @@ def test_cuda_on_a_stage_with_no_gpu_reserved_is_warned_about(caplog):
     assert "labeler.device=cuda but labeler.num_gpus=0: Ray reserves no GPU for it" in caplog.text
 
 
+@pytest.mark.slow
 def test_the_start_reads_the_autoscalers_node_types_and_waits_for_a_node_to_join(caplog, private_ray):
     """Real Ray, fake GPUs: a head with 1 CPU and no GPU, the autoscaler's node types
     published where Ray keeps them (one 1-CPU/1-GPU type, max 1), a 1-GPU labeler. The

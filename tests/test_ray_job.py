@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import rows_by_clip
 from tests.ray_heads import free_port, wait_for_port
 
+pytestmark = pytest.mark.slow  # a real head and `ray job submit`: the slow tier (scripts/test.sh --all)
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 

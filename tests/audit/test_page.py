@@ -19,6 +19,9 @@ from emodist.config import Config
 from emodist.labels import DFEW
 from emodist.synth import synthesize
 
+# the browser (chromium, installed by scripts/test.sh --all): the slow tier
+pytestmark = pytest.mark.slow
+
 N = 3
 
 

@@ -103,6 +103,7 @@ def trained(train_clips, tmp_path_factory, emodist_cache):
     return out, before, res.stdout, res.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_finetune_resumes_from_its_last_checkpoint(trained):
     out, before, stdout, _ = trained
     assert 1 <= len(before) < 3, "the kill should land mid-training"
@@ -125,6 +126,7 @@ def test_a_killed_finetune_resumes_from_its_last_checkpoint(trained):
     assert meta["base_model"] == "builtin:tiny-vlm" and meta["steps"] == 3 * per_epoch and meta["strategy"] == "sqrt"
 
 
+@pytest.mark.slow
 def test_a_finetune_console_holds_only_emodists_lines(trained):
     """No Ray Train or Ray Data output (placement-group cleaner tracebacks, execution
     plans per epoch, TrainingReport dicts, core_worker lines): they stay in Ray's logs."""
@@ -137,6 +139,7 @@ def test_a_finetune_console_holds_only_emodists_lines(trained):
     assert stdout.splitlines()[-2].startswith("trained 3 epochs"), stdout
 
 
+@pytest.mark.slow
 def test_the_trained_adapter_changes_the_distributions_and_labels_every_clip(trained, train_clips, ray_local, tmp_path):
     import pyarrow.dataset as pads
 
@@ -168,6 +171,7 @@ def test_the_trained_adapter_changes_the_distributions_and_labels_every_clip(tra
     assert models == {f"builtin:tiny-vlm+adapter:{out / 'adapter'}"}
 
 
+@pytest.mark.slow
 def test_checkpoints_and_adapter_on_s3_and_a_finished_run_is_not_trained_again(train_clips, s3, ray_local):
     """OUT on object storage (SeaweedFS): Ray Train's checkpoints, metrics.jsonl and the
     adapter land under s3://; the same command again finds every epoch done."""
