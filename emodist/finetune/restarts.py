@@ -89,7 +89,7 @@ class Watch:
             lost, self._unsaid = self._unsaid, []
             self.restarts.append({"resumed_from_epoch": start["resumed_from_epoch"], "resumed_from_step": start["step"],
                                   "nodes_lost": [d.split(" ")[0] for d in lost]})
-            what = (f"a Ray node was lost mid-training ({', '.join(lost)})" if lost else
+            what = (f"a Ray node was lost mid-training: {', '.join(lost)}" if lost else
                     "the training workers failed (Ray's log says why)")
             limit = self.cfg.finetune.max_failures
             log.warning("%s; Ray Train restarted the training workers (restart %d of finetune.max_failures=%s) and %s",

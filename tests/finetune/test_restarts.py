@@ -117,6 +117,7 @@ def test_each_restart_is_said_once_and_starts_of_earlier_runs_are_not_restarts(r
     assert len(restarts.read_starts(out, cfg)) == 4
 
 
+@pytest.mark.slow
 def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetune_stops(ray_local, inject, tmp_path):
     """Ray Train's own restart, on the session's local Ray: a training worker that dies
     (os._exit) in epoch 1 is restarted from epoch 0's checkpoint with
