@@ -80,6 +80,11 @@ def relative_id(uri: str, base: str) -> str:
     path = uri.split("://", 1)[-1]
     root = base.split("://", 1)[-1].rstrip("/") if base else ""
     rel = path[len(root) + 1:] if root and path.startswith(root + "/") else path.lstrip("/")
+    name = rel[rel.rfind("/") + 1:]
+    if name not in ("", ".", "..") and "//" not in rel and "/./" not in rel and not rel.startswith("./"):
+        # already in pathlib's normal form: pathlib's answer without a Path per clip
+        dot = name.rfind(".")
+        return rel[:len(rel) - len(name) + dot] if 0 < dot < len(name) - 1 else rel
     return str(PurePosixPath(rel).with_suffix("")) if PurePosixPath(rel).suffix else rel
 
 

@@ -227,7 +227,7 @@ class _IdConflicts:
         if not good:
             return
         id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-        verdict = self.ledger.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+        verdict = self.ledger.settle(id_h, keys.hashes(storage.scrub_all(r[col.URI] for r in good)))
         for k, r in enumerate(good):
             here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
             if verdict[k] == ledger.NEW:
@@ -313,7 +313,7 @@ class _ReadTask:
         if not good:
             return
         id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-        verdict = self.ledger.settle(id_h, keys.hashes(scrub(r[col.URI]) for r in good))
+        verdict = self.ledger.settle(id_h, keys.hashes(storage.scrub_all(r[col.URI] for r in good)))
         self.skipped += int((verdict == ledger.DONE).sum())
         self.duplicates += int((verdict == ledger.REPEAT).sum())
         for k in np.flatnonzero((verdict == ledger.NEW) | (verdict == ledger.CONFLICT)):
