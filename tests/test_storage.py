@@ -59,6 +59,22 @@ def test_scrub_removes_credentials_from_messages():
     assert "http://***@host/b/k" in out and "x=1" in out
 
 
+def test_scrub_all_removes_each_kind_of_credential_alone_and_leaves_plain_paths(monkeypatch):
+    """scrub_all reads the environment's secrets once for many texts and skips the
+    patterns where no credential can be: each pattern's case alone must still go."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    cases = {f"s3://AKIA1:{S3_SECRET}@host/b/k.mp4": S3_SECRET, "see AKIA1:hunter22@host.example": "hunter22",
+             "https://h/o.mp4?sig=abcdef0123": "abcdef0123", "opts secret: hunter22 x": "hunter22",
+             "token=abc123456": "abc123456", "{'password': 'p4ssw0rd99'}": "p4ssw0rd99",
+             f"/data/{S3_SECRET}/clip.mp4": S3_SECRET}
+    plain = ["/data/dfew/happy/0001.mp4", "s3://bucket/Scene/Class/0001.mp4", "relative/x y.avi", ""]
+    out = list(storage.scrub_all([*cases, *plain]))
+    assert out == [storage.scrub(t) for t in [*cases, *plain]]
+    for leak, scrubbed in zip(cases.values(), out):
+        assert leak not in scrubbed, scrubbed
+    assert out[len(cases):] == plain
+
+
 @pytest.mark.parametrize("where", ["file", "under_file"])
 def test_an_output_that_is_a_file_is_named_with_the_fix_not_the_endpoint(tmp_path, clips_dir, where):
     from typer.testing import CliRunner
