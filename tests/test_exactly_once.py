@@ -117,6 +117,7 @@ def test_a_rerun_under_another_config_is_refused_unless_asked(ray_local, tiny_vl
     assert len({r[col.CONFIG_HASH] for r in preds}) == 2
 
 
+@pytest.mark.slow
 def test_another_folder_with_the_same_names_is_not_taken_as_done(ray_local, tiny_vlm, clips_dir, tmp_path):
     """Resume keys on (clip_id, uri): a second input folder whose names overlap is labeled,
     and 'already done' counts clips of this input only."""

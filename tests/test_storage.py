@@ -453,6 +453,7 @@ def s3_other(tmp_path_factory, s3_credentials):
     server.stop()
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_process_reach_their_own_endpoints(ray_local, tiny_vlm, s3, s3_other, clips_dir):
     """Storage settings are passed explicitly, never into fsspec's process-wide config:
     runs against two servers in one process each read and write their own, and reading

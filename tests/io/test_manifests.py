@@ -211,6 +211,7 @@ def test_a_small_manifest_is_one_range(tmp_path):
     assert manifests.spans(fs, p, "csv") == [(0, None, 1)]
 
 
+@pytest.mark.slow
 def test_a_run_and_its_resume_read_a_large_manifest_in_several_read_tasks(ray_local, tmp_path, monkeypatch):
     """Real Ray: a manifest of missing files read by several read tasks gives one failure
     row per clip with its line number, a line repeated in another range counts once (a
