@@ -128,7 +128,7 @@ def _top(row: dict, k: int = 3) -> str:
     return ", ".join(f"{n} {p:.2f}" for p, n in top)
 
 
-def _print_table(output: str, config_hash: str, limit: int = 8) -> None:
+def _print_table(output: str, config_hash: str | None = None, limit: int = 8) -> None:
     """One line per clip of a local run folder (the rows of this run's config), cut to the
     terminal's width (a 30-row terminal keeps the summary line in view); `emodist show` has
     a clip's whole timeline."""
@@ -137,7 +137,7 @@ def _print_table(output: str, config_hash: str, limit: int = 8) -> None:
     import shutil
 
     from emodist.config import Config
-    from emodist.output.folder import RunFolder
+    from emodist.output.folder import PREDICTIONS, RunFolder
 
     data, _ = RunFolder(output, Config()).read(
         columns=["clip_id", "ref_label", "label", "label_names", "probs", "descriptions"], config_hash=config_hash,
@@ -153,7 +153,7 @@ def _print_table(output: str, config_hash: str, limit: int = 8) -> None:
     for r in data.slice(0, limit).to_pylist():
         typer.echo(line(r["clip_id"], r["ref_label"] or "-", r["label"], _top(r), (r["descriptions"] or ["-"])[0]))
     if data.num_rows > limit:
-        typer.echo(f"... and {data.num_rows - limit} more in {output} (emodist show {output})")
+        typer.echo(f"... and {data.num_rows - limit} more in {output}/{PREDICTIONS}/ (emodist show {output})")
 
 
 @app.command()
