@@ -34,6 +34,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="every section at its smallest sizes, synthetic clips only; exit 1 only when a section "
                          "stops or prints no rows (targets are printed, not checked)")
-    ap.add_argument("--out", default=str(common.ROOT / "benchmarks" / "results" / "latest.json"),
-                    help="JSON results (a .md table is written next to it)")
+    ap.add_argument("--out", default=None,
+                    help="JSON results (a .md table is written next to it); default benchmarks/results/latest.json, "
+                         "with --smoke a temporary file (its figures mean nothing and must not replace the results)")
     ap.add_argument("--sections", default="decode,e2e,model",
                     help="comma list of: decode, e2e (e2e includes memory), model (the model stage against a modelled GPU engine), "
                          "rows (the row path and resume at 100k and 1M rows, benchmarks/rows.py)")
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions of in-process cases (default 3, quick 2)")
     ap.add_argument("--ray-reps", type=int, default=None, help="repetitions of Ray cases (default 2, quick 1)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = (str(Path(tempfile.mkdtemp(prefix="emodist-smoke-")) / "smoke.json") if args.smoke
+                    else str(common.ROOT / "benchmarks" / "results" / "latest.json"))
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     bad = sections - {"decode", "e2e", "model", "rows"}
     if bad:
