@@ -20,21 +20,26 @@ if ! $all; then
     exec .venv/bin/python -m pytest -q -m "not slow" -n "$workers" --dist loadfile "$@"
 fi
 
+# --all: the quick tier first, exactly as above (its time, set-up included, is printed),
+# then the slow tier while the vLLM venv installs, then the vLLM suite.
+status=0
+.venv/bin/python -m pytest -q -m "not slow" -n "$workers" --dist loadfile "$@" || status=$?
+echo "test.sh: set-up and the quick tier took $SECONDS s"
 # The review page's browser test (tests/audit/test_page.py) drives Debian's chromium
 # through its chromedriver; installed once, skipped when both are on PATH.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-# The vLLM venv installs (pip: mostly downloads and unpacking) while the main suite runs.
+# The vLLM venv installs (pip: mostly downloads and unpacking) while the slow tier runs.
 mkdir -p .ci-logs
 bash scripts/setup_vllm.sh >.ci-logs/setup_vllm.log 2>&1 &
 setup_vllm=$!
-status=0
-.venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@" || status=$?
+.venv/bin/python -m pytest -q -m slow -n "$workers" --dist loadfile "$@" || status=$?
 if ! wait "$setup_vllm"; then
     cat .ci-logs/setup_vllm.log >&2
     echo "test.sh: scripts/setup_vllm.sh failed (its output above)" >&2
     exit 1
 fi
 .venv-vllm/bin/python -m pytest -q tests/vllm_backend || status=$?
+echo "test.sh: every test, set-up included, took $SECONDS s"
 exit "$status"

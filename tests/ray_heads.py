@@ -1,8 +1,10 @@
 """Helpers for tests that start Ray nodes of their own with `ray start` on 127.0.0.1."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 import signal
 import socket
 import subprocess
@@ -40,8 +42,9 @@ def cluster_env(emodist_cache: Path) -> dict:
     return os.environ | {"EMODIST_CACHE": str(emodist_cache), "PATH": f"{BIN}:{os.environ['PATH']}",
                          # Ray 2.60 heads require a token (~/.ray/auth_token); nodes and drivers present it
                          "RAY_AUTH_MODE": "token",
-                         # the head's GCS declares a silent node dead in ~3 s, not Ray's default ~30 s
-                         "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                         # the head's GCS declares a silent node dead in ~5 s, not Ray's default ~30 s
+                         # (~3 s marked live nodes dead on 2 loaded cores)
+                         "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5",
                          "RAY_health_check_timeout_ms": "1000"}
 
 
@@ -53,6 +56,10 @@ class LocalCluster:
         self.tmp, self.env, self.procs, self.runs = tmp, env, {}, []
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # One such cluster at a time on this machine, whatever pytest worker starts it: two
+        # clusters killing nodes side by side on 2 cores starved each other's heartbeats.
+        self._lock = open(Path(tempfile.gettempdir()) / "emodist-tests-local-cluster.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
 
     def _start(self, name: str, args: list[str]) -> None:
         log = self.tmp / f"{name}.log"
@@ -126,3 +133,4 @@ class LocalCluster:
     def close(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop(name)
+        self._lock.close()  # releases the lock
