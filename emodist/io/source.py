@@ -227,9 +227,10 @@ class _IdConflicts:
         if not good:
             return
         id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-        verdict = self.ledger.settle(id_h, keys.hashes(storage.scrub_all(r[col.URI] for r in good)))
+        uris = list(storage.scrub_all(r[col.URI] for r in good))  # keyed and named: scrubbed once
+        verdict = self.ledger.settle(id_h, keys.hashes(uris))
         for k, r in enumerate(good):
-            here = f"{where} line {r.get('_line') or '?'} ({scrub(r[col.URI])})"
+            here = f"{where} line {r.get('_line') or '?'} ({uris[k]})"
             if verdict[k] == ledger.NEW:
                 if len(self.first) < 1_000_000:  # where an id was first seen, for the message
                     self.first[int(id_h[k])] = here
@@ -313,7 +314,8 @@ class _ReadTask:
         if not good:
             return
         id_h = keys.hashes(r[col.CLIP_ID] for r in good)
-        verdict = self.ledger.settle(id_h, keys.hashes(storage.scrub_all(r[col.URI] for r in good)))
+        uris = list(storage.scrub_all(r[col.URI] for r in good))  # keyed and named: scrubbed once
+        verdict = self.ledger.settle(id_h, keys.hashes(uris))
         self.skipped += int((verdict == ledger.DONE).sum())
         self.duplicates += int((verdict == ledger.REPEAT).sum())
         for k in np.flatnonzero((verdict == ledger.NEW) | (verdict == ledger.CONFLICT)):
@@ -323,7 +325,7 @@ class _ReadTask:
                 self.failed.append(self._conflict(r, line, int(id_h[k])))
                 continue
             if len(self.lines) < 1_000_000:  # where an id was first seen, for the message; bounded
-                self.lines.setdefault(int(id_h[k]), (line, scrub(r[col.URI])))
+                self.lines.setdefault(int(id_h[k]), (line, uris[k]))
             if self.check_local and storage.is_local(r[col.URI]) and not _exists_locally(r[col.URI]):
                 self.failed.append(_missing(r, line))
                 continue
