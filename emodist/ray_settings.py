@@ -40,13 +40,21 @@ def log_levels(levels: Mapping[str, int]) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+# Raylet messages that are about Ray's own bookkeeping, not the run: the raylet writes each
+# to its own log (raylet.out), and the driver would print it again on the console.
+# "N PYTHON worker processes have been started ... the maximum expected startup
+# concurrency": a loaded node starting a run's or a fine-tuning job's actors.
+RAYLET_LOG_ONLY = ("worker processes have been started on node",)
+
+
 @contextlib.contextmanager
-def first_lines_of_raylet_errors() -> Iterator[None]:
-    """Ray prints the errors its raylet publishes (a task retried on an actor that died in
-    its constructor: its whole stack, ~100 lines) whatever log_to_driver says; inside the
-    block only each one's first line is printed, without the stack (the run's own line
-    names the log file that has it). Ray keeps no setting for this: its printer is
-    wrapped for the block and put back after it."""
+def raylet_messages_in_one_line() -> Iterator[None]:
+    """Ray prints the messages its raylet publishes (a task retried on an actor that died
+    in its constructor: its whole stack, ~100 lines) whatever log_to_driver says; inside
+    the block only each one's first line is printed, without the stack (the run's own
+    line names the log file that has it), and the ones in RAYLET_LOG_ONLY are left to the
+    raylet's log. Ray keeps no setting for this: its printer is wrapped for the block and
+    put back after it."""
     import ray._private.worker as worker
 
     printer = getattr(worker, "print_to_stdstream", None)
@@ -56,8 +64,11 @@ def first_lines_of_raylet_errors() -> Iterator[None]:
 
     def first_lines(data, ignore_prefix: bool):
         if data.get("pid") == "raylet":
-            data = {**data, "lines": [str(line).split(" Error: Traceback", 1)[0].split("\n", 1)[0]
-                                      for line in data.get("lines", [])]}
+            lines = [str(line).split(" Error: Traceback", 1)[0].split("\n", 1)[0] for line in data.get("lines", [])]
+            lines = [line for line in lines if not any(s in line for s in RAYLET_LOG_ONLY)]
+            if not lines:
+                return None
+            data = {**data, "lines": lines}
         return printer(data, ignore_prefix)
 
     worker.print_to_stdstream = first_lines
@@ -78,5 +89,5 @@ def scoped() -> Iterator:
 
     ctx = DataContext.get_current().copy()
     ctx.enable_progress_bars = False
-    with DataContext.current(ctx), log_levels(QUIET), first_lines_of_raylet_errors():
+    with DataContext.current(ctx), log_levels(QUIET), raylet_messages_in_one_line():
         yield ctx

@@ -76,3 +76,32 @@ def test_a_run_then_diagnose_in_one_process_share_no_settings(ray_local, tiny_vl
         {"progress_bars": False, "object_store": before["object_store"], "block": 4 * 2**20,
          "ray.data": logging.WARNING},
     ]
+
+
+def test_raylet_messages_reach_the_console_as_one_line_and_ray_bookkeeping_not_at_all(capsys):
+    """What the driver prints of the raylet's messages inside a run or a fine-tuning job:
+    an error's first line without its stack; the worker-pool start-up warning (a loaded
+    node starting actors) not at all, the raylet's own log has it."""
+    import ray._private.worker as worker
+
+    from emodist.ray_settings import scoped
+
+    pool = ("WARNING: 8 PYTHON worker processes have been started on node: 6f1e with address: 127.0.0.1, "
+            "which is 4x the maximum expected startup concurrency (2). This could be a result of ...")
+    died = ("The actor died unexpectedly before finishing this task. Error: Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in <module>\nRuntimeError: boom')
+    printer = worker.print_to_stdstream
+    with scoped():
+        assert worker.print_to_stdstream is not printer
+        worker.print_to_stdstream({"lines": [pool], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        worker.print_to_stdstream({"lines": [pool, died], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    assert worker.print_to_stdstream is printer
+    out = capsys.readouterr()
+    console = out.out + out.err
+    assert "worker processes have been started" not in console, console
+    assert console.count("The actor died unexpectedly before finishing this task.") == 1, console
+    assert "Traceback" not in console and "boom" not in console, console
+    # Outside the block Ray's printer is Ray's again: the same warning is printed.
+    worker.print_to_stdstream({"lines": [pool], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    out = capsys.readouterr()
+    assert "worker processes have been started" in out.out + out.err
