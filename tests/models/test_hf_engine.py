@@ -93,6 +93,70 @@ def test_concurrent_callers_each_get_their_own_results(engine):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def counted_forwards(engine, monkeypatch) -> list[int]:
+    """The number of prompts of each forward the engine runs from now on."""
+    sizes: list[int] = []
+    for name in ("_logprobs", "_generate"):
+        real = getattr(engine, name)
+
+        def counted(inputs, arg, real=real):
+            sizes.append(int(inputs["input_ids"].shape[0]))
+            return real(inputs, arg)
+
+        monkeypatch.setattr(engine, name, counted)
+    return sizes
+
+
+def test_small_requests_waiting_at_once_share_a_forward_with_the_numbers_of_each_alone(engine, monkeypatch):
+    """Clips send one or two prompts each; those waiting together are joined into forwards
+    of up to prompts_per_forward (4 here) prompts, and each caller gets what its own
+    prompts give alone: scores and greedy text."""
+    frames = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(8)]
+    reqs = [Prompt(prompts.describe_prompt(1, 0.0, 1.0), [f]) for f in frames]
+    alone = [run_sync(engine.token_logprobs([r], [2, 5, 9])) for r in reqs]
+    texts = [run_sync(engine.generate([r], 4)) for r in reqs]
+    sizes = counted_forwards(engine, monkeypatch)
+
+    async def together():
+        return await asyncio.gather(*(engine.token_logprobs([r], [2, 5, 9]) for r in reqs),
+                                    *(engine.generate([r], 4) for r in reqs))
+
+    got = run_sync(together())
+    for a, b in zip(alone, got[:8]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert got[8:] == texts
+    # 16 requests of one prompt: forwards of at most 4, far fewer than 16.
+    assert sum(sizes) == 16 and max(sizes) == 4 and len(sizes) <= 8, sizes
+
+
+def test_a_bad_request_joined_with_good_ones_fails_alone(engine, monkeypatch):
+    """A request the processor cannot prepare (two image placeholders, one image) sent
+    with good ones: only its caller gets the error; the others their numbers."""
+    good = [Prompt(prompts.describe_prompt(1, 0.0, 1.0), [np.full((32, 32, 3), v, np.uint8)]) for v in (10, 90, 170)]
+    bad = Prompt(prompts.describe_prompt(2, 0.0, 1.0), [np.zeros((32, 32, 3), np.uint8)])
+    alone = [run_sync(engine.token_logprobs([r], [2, 5])) for r in good]
+    sizes = counted_forwards(engine, monkeypatch)
+    prepared: list[int] = []
+    real_inputs = engine._inputs
+
+    def inputs(ps):
+        prepared.append(len(ps))
+        return real_inputs(ps)
+
+    monkeypatch.setattr(engine, "_inputs", inputs)
+
+    async def together():
+        return await asyncio.gather(*(engine.token_logprobs([r], [2, 5]) for r in [good[0], bad, *good[1:]]),
+                                    return_exceptions=True)
+
+    first, err, *rest = run_sync(together())
+    assert isinstance(err, Exception) and not isinstance(first, Exception), (first, err)
+    for a, b in zip(alone, [first, *rest]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert max(prepared) > 1, prepared  # the bad one was joined with others, and then
+    assert sum(sizes) == 3, sizes  # never reached the model
+
+
 def test_an_error_reaches_its_caller_and_the_engine_keeps_serving(engine):
     bad = Prompt(prompts.describe_prompt(2, 0.0, 1.0), [np.zeros((32, 32, 3), np.uint8)])  # 2 placeholders, 1 image
     with pytest.raises(Exception):
