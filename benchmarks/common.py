@@ -281,6 +281,9 @@ def markdown(res: Results) -> str:
     for q in res.ratios:
         met = "-" if q.met is None else ("yes" if q.met else "**no**")
         lines.append(f"| {q.name} | {_f(q.value)} | {q.target} | {met} | {q.note} |")
+    bars = target_bars(res)
+    if bars:
+        lines += ["", "```", bars, "```"]
     if res.notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in res.notes]
     return "\n".join(lines)
@@ -297,6 +300,32 @@ def text_table(res: Results) -> str:
     for q in res.ratios:
         met = "-" if q.met is None else ("yes" if q.met else "NO")
         out.append(f"{q.name[:70]:70s} {_f(q.value):>8s}  {q.target:10s} {met}")
+    bars = target_bars(res)
+    return "\n".join(out + (["", bars] if bars else []))
+
+
+def _target_number(target: str) -> float | None:
+    """'>= 0.8' -> 0.8; None where the target is not one number."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:>=|<=|>|<|=)?\s*([0-9][0-9,]*(?:\.[0-9]+)?)\s*", target or "")
+    return float(m.group(1).replace(",", "")) if m else None
+
+
+def target_bars(res: Results, width: int = 40) -> str:
+    """Each targeted ratio as a bar against its target ('|'), so a miss shows at a glance."""
+    rows = [(q, _target_number(q.target)) for q in res.ratios if q.value is not None and q.value == q.value]
+    rows = [(q, t) for q, t in rows if t]
+    if not rows:
+        return ""
+    out = [f"targets: each bar is the value, '|' the target (bar width {width} = 1.5 x the target)"]
+    for q, t in rows:
+        scale = width / (1.5 * t)
+        filled = min(width, round(q.value * scale))
+        mark = min(width - 1, round(t * scale))
+        bar = "".join("|" if i == mark else ("#" if i < filled else " ") for i in range(width))
+        met = "-" if q.met is None else ("yes" if q.met else "NO")
+        out.append(f"{q.name[:60]:60s} {bar} {_f(q.value):>8s} {q.target:9s} {met}")
     return "\n".join(out)
 
 

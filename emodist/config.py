@@ -111,7 +111,7 @@ class ModelConfig(StageResources):
     max_model_len: int | None = Field(None, ge=256, description="vLLM: context length; None = the model's own.")
     max_images_per_prompt: int = Field(24, ge=1, description="vLLM: images one prompt may carry (limit_mm_per_prompt).")
     max_num_seqs: int = Field(256, ge=1, description="vLLM: sequences the engine batches per step; emodist keeps about 1.1x this many requests pending so the engine never waits.")
-    prompts_per_forward: int = Field(16, ge=1, le=1024, description="transformers: prompts per forward pass (bounds activation memory); the processor prepares the next chunk while the model runs this one.")
+    prompts_per_forward: int = Field(16, ge=1, le=1024, description="transformers: prompts per forward pass (bounds activation memory); small requests waiting at once (clips' gap descriptions, their label prompts) are joined up to it, and the processor prepares the next chunk while the model runs this one.")
     batches_in_flight: int = Field(2, ge=1, le=64, description="Batches one actor works on at once: the next batch's requests reach the engine while this one's last clips finish. For vLLM, batch_size x batches_in_flight should reach max_num_seqs.")
     adapter: str | None = Field(None, description="A LoRA adapter folder (local or s3://, from `emodist finetune`: OUT/adapter) loaded on top of the model; rows record it in the model column and the config hash changes with its weights.")
     adapter_fingerprint: str | None = Field(None, description="Set by emodist at start from the adapter's emodist_adapter.json (a hash of its weights), so that the config hash follows the weights, not only the path; leave unset.")

@@ -42,6 +42,25 @@ def test_a_stopped_section_a_section_without_rows_and_each_missed_target_fail_th
     assert bench.verdict(Results(ratios=[Ratio("met", 1.0, ">= 0.8", True)]), {"ok": ""}) == []
 
 
+def test_each_targeted_ratio_is_drawn_as_a_bar_against_its_target():
+    from benchmarks.common import markdown, target_bars, text_table
+
+    res = Results(ratios=[Ratio("long run / bound", 0.94, ">= 0.8", True), Ratio("memory 10N / N", 1.3, "<= 1.10", False),
+                          Ratio("skips/s at 1M", 25107.0, ">= 20,000", True), Ratio("no target", 0.5),
+                          Ratio("unmeasured", float("nan"), ">= 0.8", None)])
+    lines = target_bars(res, width=30).splitlines()
+    assert len(lines) == 4  # a header and the three ratios with a value and a number as target
+    bars = {line[:60].strip(): line[61:91] for line in lines[1:]}
+    assert set(bars) == {"long run / bound", "memory 10N / N", "skips/s at 1M"}
+    for name, value, target in (("long run / bound", 0.94, 0.8), ("memory 10N / N", 1.3, 1.1),
+                                ("skips/s at 1M", 25107.0, 20000.0)):
+        bar = bars[name]
+        assert bar.index("|") == round(target * 30 / (1.5 * target)) == 20  # the target at 2/3 of the width
+        assert bar.count("#") == round(value * 30 / (1.5 * target)) - (value >= target), (name, bar)
+    assert lines[2].endswith("NO") and lines[1].endswith("yes")
+    assert target_bars(res) in text_table(res) and target_bars(res) in markdown(res)
+
+
 def test_the_e2e_section_times_the_drivers_commits_and_refuses_to_measure_nothing(monkeypatch):
     from emodist import pipeline
     from emodist.output import commit
