@@ -167,6 +167,16 @@ def private_ray():
         ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+@pytest.fixture
+def fake_gpu_ray(private_ray):
+    """A Ray of this test's own whose node advertises one (fake) GPU, as a GPU node does."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    yield
+
+
 SMALL = ("decode.num_cpus=0.5", "describer.num_cpus=0.5", "labeler.num_cpus=0.5")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -3,29 +3,24 @@ of the node to actors that reserved none). Real Ray, a node advertising one fake
 torch is told CUDA is there, as it would be on a GPU node."""
 
 
-def test_auto_is_cpu_in_an_actor_with_no_gpu_reserved(private_ray):
+def test_auto_is_cpu_in_an_actor_with_no_gpu_reserved(fake_gpu_ray):
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
-    try:
-        @ray.remote
-        class Probe:
-            def device(self):
-                import torch
+    @ray.remote
+    class Probe:
+        def device(self):
+            import torch
 
-                from emodist.devices import auto_device
+            from emodist.devices import auto_device
 
-                torch.cuda.is_available = lambda: True  # a GPU node: CUDA is visible to every process
-                return auto_device(), ray.get_gpu_ids()
+            torch.cuda.is_available = lambda: True  # a GPU node: CUDA is visible to every process
+            return auto_device(), ray.get_gpu_ids()
 
-        without = Probe.options(num_cpus=0.5, num_gpus=0).remote()
-        with_one = Probe.options(num_cpus=0.5, num_gpus=1).remote()
-        assert ray.get(without.device.remote()) == ("cpu", [])
-        device, ids = ray.get(with_one.device.remote())
-        assert device == "cuda" and len(ids) == 1
-    finally:
-        ray.shutdown()
+    without = Probe.options(num_cpus=0.5, num_gpus=0).remote()
+    with_one = Probe.options(num_cpus=0.5, num_gpus=1).remote()
+    assert ray.get(without.device.remote()) == ("cpu", [])
+    device, ids = ray.get(with_one.device.remote())
+    assert device == "cuda" and len(ids) == 1
 
 
 def test_auto_outside_ray_follows_torch(monkeypatch):

@@ -191,7 +191,7 @@ def test_engines_per_gpu_that_cannot_share_a_gpu_are_refused():
     assert load_config(None, ["labeler.engines_per_gpu=2", "labeler.num_gpus=1"]).labeler.gpus_per_actor == 1
 
 
-def test_two_engines_share_one_fake_gpu_on_a_real_ray(private_ray):
+def test_two_engines_share_one_fake_gpu_on_a_real_ray(fake_gpu_ray):
     """A real Ray node advertising one (fake) GPU: two actors asking the settled labeler's
     share (engines_per_gpu=2) both start on it and see the same GPU; the placement check
     refuses a third before Ray would leave it waiting."""
@@ -200,21 +200,17 @@ def test_two_engines_share_one_fake_gpu_on_a_real_ray(private_ray):
     cfg = placement.settle(load_config(None, ["labeler.backend=vllm", "describer.backend=vllm", "labeler.actors=2",
                                               "labeler.engines_per_gpu=2", "labeler.num_cpus=0.5",
                                               "decode.num_cpus=0.5"]), [Node(2, 1)])
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
-    try:
-        @ray.remote
-        class Engine:
-            def gpus(self):
-                return ray.get_gpu_ids()
 
-        actors = [Engine.options(num_cpus=cfg.labeler.num_cpus, num_gpus=cfg.labeler.gpus_per_actor).remote()
-                  for _ in range(cfg.labeler.actors)]
-        ids = ray.get([a.gpus.remote() for a in actors], timeout=60)
-        assert len(ids[0]) == 1 and ids[0] == ids[1]
-        assert ray.available_resources().get("GPU", 0) == 0
-    finally:
-        ray.shutdown()
+    @ray.remote
+    class Engine:
+        def gpus(self):
+            return ray.get_gpu_ids()
+
+    actors = [Engine.options(num_cpus=cfg.labeler.num_cpus, num_gpus=cfg.labeler.gpus_per_actor).remote()
+              for _ in range(cfg.labeler.actors)]
+    ids = ray.get([a.gpus.remote() for a in actors], timeout=60)
+    assert len(ids[0]) == 1 and ids[0] == ids[1]
+    assert ray.available_resources().get("GPU", 0) == 0
     with pytest.raises(ConfigError, match="1.5 GPUs asked in all, the cluster has 1"):
         placement.settle(cfg.model_copy(update={"labeler": cfg.labeler.model_copy(update={"actors": 3})}),
                          [Node(2, 1)])
