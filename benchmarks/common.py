@@ -270,6 +270,10 @@ def _f(v, digits: int = 2) -> str:
     return str(v)
 
 
+def _met(q: Ratio, no: str = "NO") -> str:
+    return "-" if q.met is None else ("yes" if q.met else no)
+
+
 def markdown(res: Results) -> str:
     lines = ["| section | clip set | case | clips | clips/s | frames/s delivered | frames/s decoded | CPU s/clip | spread | note |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -279,8 +283,7 @@ def markdown(res: Results) -> str:
             f"{_f(r.decoded_fps, 0)} | {_f(r.cpu_s_per_clip, 4)} | {_f(r.spread)} | {r.note} |")
     lines += ["", "| ratio | value | target | met | note |", "|---|---:|---|---|---|"]
     for q in res.ratios:
-        met = "-" if q.met is None else ("yes" if q.met else "**no**")
-        lines.append(f"| {q.name} | {_f(q.value)} | {q.target} | {met} | {q.note} |")
+        lines.append(f"| {q.name} | {_f(q.value)} | {q.target} | {_met(q, '**no**')} | {q.note} |")
     bars = target_bars(res)
     if bars:
         lines += ["", "```", bars, "```"]
@@ -298,8 +301,7 @@ def text_table(res: Results) -> str:
                    f"{_f(r.frames_per_s, 0):>9s} {_f(r.decoded_fps, 0):>9s} {_f(r.cpu_s_per_clip, 4):>9s} {_f(r.spread):>6s}")
     out += ["", f"{'ratio':70s} {'value':>8s}  {'target':10s} met", "-" * 96]
     for q in res.ratios:
-        met = "-" if q.met is None else ("yes" if q.met else "NO")
-        out.append(f"{q.name[:70]:70s} {_f(q.value):>8s}  {q.target:10s} {met}")
+        out.append(f"{q.name[:70]:70s} {_f(q.value):>8s}  {q.target:10s} {_met(q)}")
     bars = target_bars(res)
     return "\n".join(out + (["", bars] if bars else []))
 
@@ -324,8 +326,7 @@ def target_bars(res: Results, width: int = 40) -> str:
         filled = min(width, round(q.value * scale))
         mark = min(width - 1, round(t * scale))
         bar = "".join("|" if i == mark else ("#" if i < filled else " ") for i in range(width))
-        met = "-" if q.met is None else ("yes" if q.met else "NO")
-        out.append(f"{q.name[:60]:60s} {bar} {_f(q.value):>8s} {q.target:9s} {met}")
+        out.append(f"{q.name[:60]:60s} {bar} {_f(q.value):>8s} {q.target:9s} {_met(q)}")
     return "\n".join(out)
 
 

@@ -241,9 +241,9 @@ class HFEngine:
             if job is None:
                 break
             self._slots.acquire()  # the model has taken the last chunk: gather the next now
-            jobs = [job]
+            jobs, size = [job], len(job.prompts)
             until = time.monotonic() + JOIN_WAIT_S
-            while (size := sum(len(j.prompts) for j in jobs)) < self.prompts_per_forward:
+            while size < self.prompts_per_forward:
                 try:
                     nxt = self._todo.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
@@ -255,6 +255,7 @@ class HFEngine:
                     held = nxt
                     break
                 jobs.append(nxt)
+                size += len(nxt.prompts)
             groups = self._prepared(jobs)
             if not groups:
                 self._slots.release()
@@ -290,7 +291,7 @@ class HFEngine:
                     jobs[0].future.set_exception(exc)
                 else:  # one request may be the cause: each again alone
                     for group in (g for j in jobs for g in self._prepared([j])):
-                        self._ready_alone(group)
+                        self._run_alone(group)
             else:
                 start = 0
                 for j in jobs:
@@ -298,7 +299,7 @@ class HFEngine:
                     start += len(j.prompts)
             self.busy_s += time.perf_counter() - t0
 
-    def _ready_alone(self, group: tuple[list[_Job], Any]) -> None:
+    def _run_alone(self, group: tuple[list[_Job], Any]) -> None:
         (job,), inputs = group
         try:
             job.future.set_result(self._forward(job, inputs))
