@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -218,15 +221,15 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
         log.warning(warning)
     source = None if retry_failures else open_source(input_uri, cfg)
     storage.check_writable(output_uri, cfg)
-    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops(), _readable_when_stopped(output_uri, cfg, run_id), \
-            ray_settings.scoped() as data_context:
+    with Lease(output_uri, cfg, run_id) as lease, _sigterm_stops() as sigterm, \
+            _readable_when_stopped(output_uri, cfg, run_id), ray_settings.scoped() as data_context:
         try:
             init_ray(cfg)
         except SystemExit as exc:  # Ray's own SIGTERM handler while it starts: sys.exit(15)
             if exc.code == 15:
                 raise _terminated() from None
             raise
-        _stop_on_sigterm()  # again: Ray's start put its own handler (a native stack, then abort) in place
+        sigterm.install()  # again: Ray's start put its own handler (a native stack, then abort) in place
         cfg = placement.start(cfg)  # settled for the most the cluster can grow to; waits for its nodes
         if cfg.run.object_store_mb:  # on the run's own context: its datasets copy it when they read
             limits = data_context.execution_options.resource_limits
@@ -253,6 +256,8 @@ def run(cfg: Config, input_uri: str, output_uri: str, *, progress: bool = True,
                     if lease.lost.is_set():
                         raise RunStopped(f"{storage.scrub(output_uri)}: another run took over this output's lease; "
                                          "this run stopped (its committed parts are kept)")
+                    sigterm.check()
+                sigterm.check()
             committer.close()
         except OutputFull as exc:
             raise RunStopped(str(exc)) from None
@@ -314,38 +319,40 @@ def _terminated() -> Terminated:
     return Terminated("stopped by SIGTERM; the rows committed so far are kept: rerun the same command to resume")
 
 
-def _raise_terminated(signum, frame) -> None:
-    import sys
-
-    # The stop can land inside Ray Data's constructors: their __del__ then complains about
-    # half-built objects as the process ends ("Exception ignored in ..."). It is ending.
-    sys.unraisablehook = lambda unraisable: None
-    raise _terminated()
-
-
-def _stop_on_sigterm() -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
-
-
 class _sigterm_stops:
     """SIGTERM, while a run holds its output, stops it with one line (RunStopped) instead of
-    Ray's native stack dump and abort; the handler before it is put back afterwards."""
+    Ray's native stack dump and abort; the handler before it is put back afterwards.
 
-    def __enter__(self):
-        import signal
+    The handler raises in whatever the main thread is running, and Ray's own code swallows
+    that at times (Ray Data's metadata export wraps dataclasses.asdict in `except Exception`;
+    an exception raised in a __del__ is dropped): the signal is also remembered, and the run
+    checks it between batches, so a SIGTERM always stops it."""
 
+    def __init__(self):
+        self.received = threading.Event()
+
+    def __enter__(self) -> "_sigterm_stops":
         self.before = signal.getsignal(signal.SIGTERM)
-        _stop_on_sigterm()
+        self.install()
         return self
 
-    def __exit__(self, *exc) -> bool:
-        import signal
-        import threading
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._stop)
 
+    def check(self) -> None:
+        """Stop here if a SIGTERM came and its exception was lost on the way."""
+        if self.received.is_set():
+            raise _terminated()
+
+    def _stop(self, signum, frame) -> None:
+        self.received.set()
+        # The stop can land inside Ray Data's constructors: their __del__ then complains about
+        # half-built objects as the process ends ("Exception ignored in ..."). It is ending.
+        sys.unraisablehook = lambda unraisable: None
+        raise _terminated()
+
+    def __exit__(self, *exc) -> bool:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.before if self.before is not None else signal.SIG_DFL)
         return False
