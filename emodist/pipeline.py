@@ -83,10 +83,14 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
+    # log_to_driver=False: the actors' output (a failing actor's traceback, printed again at
+    # each retry: hundreds of lines; Ray Train's controller and workers, Ray Data's plans)
+    # stays in Ray's log files, on a cluster as on this machine; a failure the run cannot go
+    # on from is one console line naming a log file (actor_failure).
     if _attaches(cfg):
         # Under `ray job submit` RAY_ADDRESS names the cluster the job runs on;
         # run.ray_address='auto' attaches to a cluster started with `ray start` here.
-        ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING)
+        ray.init(address=cfg.run.ray_address or None, logging_level=logging.WARNING, log_to_driver=False)
     else:
         # A new local Ray, even if another cluster runs on this machine, listening on the
         # loopback interface only. Ray 2.60 says at every local start that it turned token
@@ -95,9 +99,6 @@ def init_ray(cfg: Config) -> None:
         before = auth.level
         auth.setLevel(logging.ERROR)
         try:
-            # log_to_driver=False: the actors' output (a failing actor's traceback, printed
-            # again at each retry: hundreds of lines) stays in Ray's log files; a failure
-            # the run cannot go on from is one console line naming a log file (actor_failure).
             ray.init(address="local", num_cpus=cfg.run.num_cpus, include_dashboard=False,
                      logging_level=logging.WARNING, _node_ip_address="127.0.0.1", log_to_driver=False)
         finally:

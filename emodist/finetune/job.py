@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import posixpath
 import tempfile
@@ -172,7 +173,9 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        # a lost node or worker: the workers start again on a node with
                                        # room and train_loop resumes from the last checkpoint
-                                       failure_config=ray.train.FailureConfig(max_failures=ft.max_failures),
+                                       failure_config=ray.train.FailureConfig(
+                                           max_failures=ft.max_failures,
+                                           controller_failure_limit=_room_waits(cfg.run.wait_for_nodes_s)),
                                        logging_config=ray.train.LoggingConfig(log_level="ERROR" if local else "WARNING")),
         datasets=epoch_datasets(examples, samples, cfg),
     )
@@ -184,6 +187,14 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
 
         done = read_metrics(output_uri, cfg)
         resume = f"resume after epoch {done[-1]['epoch']}" if done else "start again (no checkpoint yet)"
+        if _found_no_room(exc):
+            lost = (f" ({len(watch.lost)} node(s) lost: {', '.join(map(nodes.describe, watch.lost.values()))})"
+                    if watch.lost else "")
+            raise RunStopped(f"training stopped: the cluster had no room for its {ft.workers} worker(s) "
+                             f"({resources} each) for {cfg.run.wait_for_nodes_s:g} s (run.wait_for_nodes_s)"
+                             f"{lost}; the checkpoints are kept: once the cluster has room "
+                             f"the same command will {resume}; or lower finetune.workers / "
+                             "finetune.resources_per_worker, or raise run.wait_for_nodes_s") from None
         why = storage.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise RunStopped(f"training stopped: its workers failed more than finetune.max_failures={ft.max_failures} "
                          f"time(s) ({why}; Ray's log has the rest); the checkpoints are kept: the same command "
@@ -193,6 +204,25 @@ def _fit(cfg: Config, examples: ex.Examples, samples: list[np.ndarray], output_u
         summary.restarts = watch.restarts
         summary.nodes_lost = [{"node_id": nid, "address": nodes.describe(n).split(" ")[0]}
                               for nid, n in watch.lost.items()]
+
+
+def _room_waits(wait_s: float) -> int:
+    """Ray Train's starts after the first, so that a finetune waits about run.wait_for_nodes_s
+    for room for its workers (in all: Ray Train counts these starts over the whole fit), as a
+    run does. Each start waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) for them, and Ray
+    Train's default starts again forever (controller_failure_limit=-1): a finetune whose only
+    node with room was lost waited without end, saying nothing."""
+    per_start = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60))
+    return max(0, math.ceil(wait_s / per_start) - 1)
+
+
+def _found_no_room(exc: BaseException) -> bool:
+    """Ray Train gave up starting the workers: no room for them in time (not a failure of theirs)."""
+    import ray.train
+
+    failure = getattr(exc, "controller_failure", None)
+    return (isinstance(exc, getattr(ray.train, "ControllerError", ()))
+            and type(failure).__name__ == "WorkerGroupStartupTimeoutError")
 
 
 def read_metrics(output_uri: str, cfg: Config) -> list[dict]:

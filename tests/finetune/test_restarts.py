@@ -38,35 +38,54 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.mark.slow
-def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(cluster, tmp_path):
+def _finetune(cluster, tmp_path: Path, out: Path, *sets: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+    """`emodist finetune` on the cluster (the training worker on the `trainer` node), its
+    console in a log file."""
     from emodist.synth import synthesize
 
-    clips = synthesize(tmp_path / "clips", CLIPS, seed=3, size=64, min_s=1.0, max_s=2.0)
-    out = tmp_path / "out"
-    sets = ["mode=sparse", "decode.width=64", "decode.height=64", f"finetune.batch_size={BATCH}",
+    clips = synthesize(tmp_path / "clips", CLIPS, seed=3, size=64, min_s=1.0, max_s=2.0)  # the same each time
+    sets = ("mode=sparse", "decode.width=64", "decode.height=64", f"finetune.batch_size={BATCH}",
             f"finetune.epochs={EPOCHS}", "finetune.strategy=sqrt", "finetune.resources_per_worker={trainer: 1}",
-            "finetune.max_failures=1", f"run.ray_address={cluster.address}"]
-    log = tmp_path / "finetune.log"
+            "finetune.max_failures=1", f"run.ray_address={cluster.address}", *sets)
+    log = tmp_path / f"finetune-{len(list(tmp_path.glob('finetune-*.log')))}.log"
     proc = subprocess.Popen([str(BIN / "emodist"), "finetune", "--train", str(clips), "-o", str(out),
                              "--config", "configs/tiny-vlm.yaml", *[a for s in sets for a in ("--set", s)]],
-                            cwd=ROOT, env=cluster.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            cwd=ROOT, env={**cluster.env, **(env or {})}, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def _kill_the_trainer_node_after_a_checkpoint(cluster, proc: subprocess.Popen, log: Path, out: Path) -> list[dict]:
+    """The metrics lines written before the `trainer` node is killed, mid-training."""
+    # A checkpoint is on disk once its epoch's metrics line is (train_loop writes it after the report).
+    deadline = time.time() + 300
+    while not _metrics(out):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, "no epoch checkpointed in time: " + log.read_text()[-3000:]
+        time.sleep(0.05)
+    cluster.kill("t1")
+    before = _metrics(out)  # the node is gone: no epoch ends until the restart
+    assert 1 <= len(before) < EPOCHS, "the kill should land mid-training"
+    return before
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> None:
     try:
-        # A checkpoint is on disk once its epoch's metrics line is (train_loop writes it after the report).
-        deadline = time.time() + 300
-        while not _metrics(out):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.time() < deadline, "no epoch checkpointed in time: " + log.read_text()[-3000:]
-            time.sleep(0.05)
-        cluster.kill("t1")
-        before = _metrics(out)  # the node is gone: no epoch ends until the restart
-        assert 1 <= len(before) < EPOCHS, "the kill should land mid-training"
-        cluster.node("t2", 1, resources={"trainer": 1})
-        proc.wait(timeout=300)
+        proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(cluster, tmp_path):
+    out = tmp_path / "out"
+    proc, log = _finetune(cluster, tmp_path, out)
+    try:
+        before = _kill_the_trainer_node_after_a_checkpoint(cluster, proc, log, out)
+        cluster.node("t2", 1, resources={"trainer": 1})
+    finally:
+        _wait(proc, 300)
     console = log.read_text()
     assert proc.returncode == 0, console[-3000:]
 
@@ -150,3 +169,40 @@ def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetun
     assert summary.restarts == [{"resumed_from_epoch": 0, "resumed_from_step": per_epoch, "nodes_lost": []}]
     assert (summary.epochs, summary.steps) == (EPOCHS, EPOCHS * per_epoch)  # epoch 1 trained once, on top of epoch 0
     assert (tmp_path / "goes_on" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_node_lost_with_none_to_replace_it_stops_the_finetune_after_wait_for_nodes_s(cluster, tmp_path):
+    """No node with room joins: Ray Train by default starts the workers again without end
+    (each start waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S for room), so the finetune
+    waited forever, saying nothing. It waits run.wait_for_nodes_s (here 6 s, in starts of
+    3 s), stops in one line, and the same command resumes once a node with room joins."""
+    from emodist.exits import EXIT_STOPPED
+
+    out = tmp_path / "out"
+    proc, log = _finetune(cluster, tmp_path, out, "run.wait_for_nodes_s=6",
+                          env={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3"})
+    try:
+        _kill_the_trainer_node_after_a_checkpoint(cluster, proc, log, out)
+        waited = time.time()
+    finally:
+        _wait(proc, 240)
+    waited = time.time() - waited
+    console = log.read_text()
+    assert proc.returncode == EXIT_STOPPED, console[-3000:]
+    done = _metrics(out)[-1]["epoch"]
+    last = console.strip().splitlines()[-1]
+    assert last.startswith("error: training stopped: the cluster had no room for its 1 worker(s) "), console[-3000:]
+    assert "for 6 s (run.wait_for_nodes_s) (1 node(s) lost: " in last, last
+    assert f"once the cluster has room the same command will resume after epoch {done}" in last, last
+    assert waited >= 6, waited  # it waited (two starts of 3 s), then stopped
+    # Ray Train's controller (its retries' tracebacks) and workers stay in Ray's logs
+    assert "Traceback" not in console and "TrainController" not in console, console[-3000:]
+
+    cluster.node("t2", 1, resources={"trainer": 1})
+    proc, log = _finetune(cluster, tmp_path, out)
+    _wait(proc, 300)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    after = _metrics(out)
+    assert [m["epoch"] for m in after] == list(range(EPOCHS))  # resumed: each epoch once
+    assert after[done + 1]["resumed_from_epoch"] == done
