@@ -33,26 +33,30 @@ def cluster(tmp_path, emodist_cache):
         c.close()
 
 
+@pytest.fixture
+def train_clips(tmp_path) -> Path:
+    """The labeled clips every finetune here trains on (their manifest)."""
+    from emodist.synth import synthesize
+
+    return synthesize(tmp_path / "clips", CLIPS, seed=3, size=64, min_s=1.0, max_s=2.0)
+
+
 def _metrics(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(s) for s in path.read_text().splitlines()] if path.exists() else []
 
 
-def _finetune(cluster, tmp_path: Path, out: Path, *sets: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+def _finetune(cluster, clips: Path, out: Path, log: Path, *sets: str,
+              env: dict | None = None) -> subprocess.Popen:
     """`emodist finetune` on the cluster (the training worker on the `trainer` node), its
-    console in a log file."""
-    from emodist.synth import synthesize
-
-    clips = synthesize(tmp_path / "clips", CLIPS, seed=3, size=64, min_s=1.0, max_s=2.0)  # the same each time
+    console in `log`."""
     sets = ("mode=sparse", "decode.width=64", "decode.height=64", f"finetune.batch_size={BATCH}",
             f"finetune.epochs={EPOCHS}", "finetune.strategy=sqrt", "finetune.resources_per_worker={trainer: 1}",
             "finetune.max_failures=1", f"run.ray_address={cluster.address}", *sets)
-    log = tmp_path / f"finetune-{len(list(tmp_path.glob('finetune-*.log')))}.log"
-    proc = subprocess.Popen([str(BIN / "emodist"), "finetune", "--train", str(clips), "-o", str(out),
+    return subprocess.Popen([str(BIN / "emodist"), "finetune", "--train", str(clips), "-o", str(out),
                              "--config", "configs/tiny-vlm.yaml", *[a for s in sets for a in ("--set", s)]],
                             cwd=ROOT, env={**cluster.env, **(env or {})}, stdout=log.open("w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log
 
 
 def _kill_the_trainer_node_after_a_checkpoint(cluster, proc: subprocess.Popen, log: Path, out: Path) -> list[dict]:
@@ -78,9 +82,9 @@ def _wait(proc: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.mark.slow
-def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(cluster, tmp_path):
-    out = tmp_path / "out"
-    proc, log = _finetune(cluster, tmp_path, out)
+def test_a_node_lost_mid_training_resumes_from_the_last_checkpoint(cluster, train_clips, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "finetune.log"
+    proc = _finetune(cluster, train_clips, out, log)
     try:
         before = _kill_the_trainer_node_after_a_checkpoint(cluster, proc, log, out)
         cluster.node("t2", 1, resources={"trainer": 1})
@@ -137,16 +141,15 @@ def test_each_restart_is_said_once_and_starts_of_earlier_runs_are_not_restarts(r
 
 
 @pytest.mark.slow
-def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetune_stops(ray_local, inject, tmp_path):
+def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetune_stops(ray_local, inject, train_clips,
+                                                                                       tmp_path):
     """Ray Train's own restart, on the session's local Ray: a training worker that dies
     (os._exit) in epoch 1 is restarted from epoch 0's checkpoint with
     finetune.max_failures=1; with 0 the finetune stops in one line, its checkpoint kept."""
     from emodist.finetune.job import finetune, read_metrics
     from emodist.pipeline import RunStopped
-    from emodist.synth import synthesize
     from tests.conftest import tiny_config
 
-    clips = synthesize(tmp_path / "clips", CLIPS, seed=3, size=64, min_s=1.0, max_s=2.0)
     per_epoch = CLIPS // BATCH
     sets = ["mode=sparse", "decode.width=64", "decode.height=64", f"finetune.batch_size={BATCH}",
             f"finetune.epochs={EPOCHS}", f"finetune.examples_dir={tmp_path / 'examples'}"]
@@ -154,7 +157,7 @@ def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetun
 
     cfg = tiny_config(*sets, "finetune.max_failures=0")
     with pytest.raises(RunStopped) as stopped:
-        finetune(cfg, str(clips), str(tmp_path / "stops"))
+        finetune(cfg, str(train_clips), str(tmp_path / "stops"))
     assert dies.exists()
     msg = str(stopped.value)
     assert msg.startswith("training stopped: its workers failed more than finetune.max_failures=0 time(s) (") and \
@@ -164,7 +167,7 @@ def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetun
     assert not (tmp_path / "stops" / "adapter").exists()
 
     dies.unlink()  # the fault fires again, once
-    summary = finetune(tiny_config(*sets, "finetune.max_failures=1"), str(clips), str(tmp_path / "goes_on"))
+    summary = finetune(tiny_config(*sets, "finetune.max_failures=1"), str(train_clips), str(tmp_path / "goes_on"))
     assert dies.exists()
     assert summary.restarts == [{"resumed_from_epoch": 0, "resumed_from_step": per_epoch, "nodes_lost": []}]
     assert (summary.epochs, summary.steps) == (EPOCHS, EPOCHS * per_epoch)  # epoch 1 trained once, on top of epoch 0
@@ -172,16 +175,16 @@ def test_a_dead_training_worker_is_restarted_up_to_max_failures_then_the_finetun
 
 
 @pytest.mark.slow
-def test_a_node_lost_with_none_to_replace_it_stops_the_finetune_after_wait_for_nodes_s(cluster, tmp_path):
+def test_a_node_lost_with_none_to_replace_it_stops_the_finetune_after_wait_for_nodes_s(cluster, train_clips, tmp_path):
     """No node with room joins: Ray Train by default starts the workers again without end
     (each start waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S for room), so the finetune
     waited forever, saying nothing. It waits run.wait_for_nodes_s (here 6 s, in starts of
     3 s), stops in one line, and the same command resumes once a node with room joins."""
     from emodist.exits import EXIT_STOPPED
 
-    out = tmp_path / "out"
-    proc, log = _finetune(cluster, tmp_path, out, "run.wait_for_nodes_s=6",
-                          env={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3"})
+    out, log = tmp_path / "out", tmp_path / "stops.log"
+    proc = _finetune(cluster, train_clips, out, log, "run.wait_for_nodes_s=6",
+                     env={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3"})
     try:
         _kill_the_trainer_node_after_a_checkpoint(cluster, proc, log, out)
         waited = time.time()
@@ -200,7 +203,8 @@ def test_a_node_lost_with_none_to_replace_it_stops_the_finetune_after_wait_for_n
     assert "Traceback" not in console and "TrainController" not in console, console[-3000:]
 
     cluster.node("t2", 1, resources={"trainer": 1})
-    proc, log = _finetune(cluster, tmp_path, out)
+    log = tmp_path / "resumes.log"
+    proc = _finetune(cluster, train_clips, out, log)
     _wait(proc, 300)
     assert proc.returncode == 0, log.read_text()[-3000:]
     after = _metrics(out)
