@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from emodist import schema as col
 from emodist import testing
+from emodist.io import rows as source_rows
 from emodist.errors import ClipError, is_fatal  # noqa: F401 - ClipError re-exported for stages
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,24 @@ def object_column(values: list[Any]) -> np.ndarray:
 def ok_rows(batch: Batch) -> np.ndarray:
     """Indices of rows that no earlier stage marked as failed."""
     return np.flatnonzero(batch[col.ERROR_STAGE] == "")
+
+
+# The columns that hold bytes, text or lists, never numbers: the source's and the outputs'.
+_NOT_NUMBERS = frozenset(f.name for schema in (source_rows.SOURCE, col.PREDICTIONS, col.FAILURES)
+                       for f in schema if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)))
+
+
+def restore_nulls(batch: Batch) -> Batch:
+    """Columns of nulls back to object Nones. A column that was all None in one stage's
+    batch is an Arrow null column in its block, and Ray hands it to the next stage as
+    float NaNs; passed on, it would leave that stage as floats, which Ray cannot combine
+    with a batch whose same column holds bytes or lists ('Unable to merge: Field carried
+    has incompatible types: binary vs float' stopped a run: a batch with no failed clip
+    next to one carrying them)."""
+    for name in _NOT_NUMBERS & batch.keys():
+        if batch[name].dtype.kind == "f":
+            batch[name] = np.full(len(batch[name]), None, dtype=object)
+    return batch
 
 
 def ensure_error_columns(batch: Batch) -> Batch:
@@ -116,7 +136,7 @@ class _Checked:
             )
         testing.fault(self.name, "exit", self.batches_seen)
         self.batches_seen += 1
-        return ensure_error_columns(batch)
+        return ensure_error_columns(restore_nulls(batch))
 
     def _timed(self, batch: Batch, seconds: float) -> Batch:
         n = len(batch[col.CLIP_ID])

@@ -18,8 +18,7 @@ from emodist.stages.base import Batch, Stage, die_for, mark_failed, object_colum
 
 
 def _as_bytes(value) -> bytes | None:
-    """A row's `data` cell: bytes, or None (a column of nulls can arrive as NaNs once an
-    upstream operator has rebuilt the block)."""
+    """A row's `data` cell as bytes (Arrow may hand out a view), or None for a clip read by uri."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, (bytearray, memoryview)):

@@ -81,3 +81,38 @@ def test_the_vlm_is_told_where_the_face_is_absent_never_shown_it(decoded, descri
 
     assert [list(s) for s in out[col.NO_FACE_SPANS][0]] == absent_spans(ts, found)
     assert col.FACE_FOUND not in out
+
+
+def test_a_batch_with_no_failed_clip_and_one_carrying_them_make_one_block(decoded, tiny_vlm, clips_dir):
+    """The two batches' `carried` columns meet in one output block, as in a Ray actor: a
+    batch whose clips all decoded has no carrier (an Arrow null column, which Ray hands
+    to the next stage as float NaNs) and a batch of failed clips has one (bytes). A CI
+    run stopped on 'Unable to merge: Field carried has incompatible types: binary vs
+    float'. Every conversion here is Ray's own."""
+    from ray.data._internal.arrow_ops import transform_pyarrow
+    from ray.data.block import BlockAccessor
+
+    from emodist.io import rows
+    from emodist.output import carry
+    from emodist.stages.decode import DecodeStage
+
+    cfg, _ = decoded
+    good = rows.table([rows.ok(f"c{i}", str(clips_dir / f"clip_0000{i}.mp4")) for i in range(2)])
+    bad = rows.table([rows.ok("c2", str(clips_dir / "clip_00002.mp4")), rows.ok("gone", str(clips_dir / "gone.mp4"))])
+
+    def through(stage, block):
+        out = stage(BlockAccessor.for_block(block).to_numpy())
+        return BlockAccessor.batch_to_block(run_sync(out) if hasattr(out, "__await__") else out)
+
+    decode, shared = DecodeStage(cfg), DescribeLabelStage(cfg)
+    decoded_good, decoded_bad = through(decode, good), through(decode, bad)
+    assert decoded_good.schema.field(carry.COLUMN).type == "null"  # what Ray makes of all None
+    assert BlockAccessor.for_block(decoded_good).to_numpy()[carry.COLUMN].dtype.kind == "f"
+    labeled = [through(shared, b) for b in (decoded_good, decoded_bad)]
+    block = transform_pyarrow.concat(labeled)
+    batch = BlockAccessor.for_block(block).to_numpy()
+    assert list(batch[col.ERROR_STAGE]) == ["", "", "", carry.CARRIED]
+    assert list(batch[col.CLIP_ID][:3]) == ["c0", "c1", "c2"] and len(set(batch[col.LABEL][:3]) - {""}) >= 1
+    (failed, _, _), = carry.carried(batch)
+    assert failed.column(col.CLIP_ID).to_pylist() == ["gone"]
+    assert "not found" in failed.column(col.ERROR_MESSAGE)[0].as_py()
